@@ -1,0 +1,1 @@
+"""Prefect flows: drain the callout inbox, reconcile the cache against Zuora."""

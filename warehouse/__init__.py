@@ -1,0 +1,1 @@
+"""The warehouse: schema, migrations, the callout inbox queue and the subscription cache."""

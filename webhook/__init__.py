@@ -1,0 +1,1 @@
+"""The callout webhook: Zuora callout -> callout_inbox."""

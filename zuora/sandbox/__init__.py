@@ -1,0 +1,1 @@
+"""A simulated Zuora tenant for local runs, the demo, tests and benchmarks."""

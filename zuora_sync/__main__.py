@@ -1,0 +1,3 @@
+from zuora_sync.cli import main
+
+main()
