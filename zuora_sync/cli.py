@@ -100,15 +100,59 @@ def webhook(
 
 @app.command()
 def drain(
-    batch_size: Annotated[int, typer.Option(help="rows claimed at a time", min=1)] = 500,
+    batch_size: Annotated[int, typer.Option(help="rows claimed at a time", min=1, max=5000)] = 500,
     window: Annotated[
         float,
         typer.Option(help="seconds to keep draining; 0 drains until empty, then exits", min=0),
     ] = 0,
+    prefect: Annotated[
+        bool | None,
+        typer.Option(
+            "--prefect/--no-prefect",
+            help="run as a Prefect flow run (default: when PREFECT_API_URL is set)",
+        ),
+    ] = None,
 ) -> None:
     """Run the drain flow once: inbox -> Zuora -> cache. Exit 1 if rows went dead."""
-    settings()
-    _not_built("drain", issue=5)
+    import asyncio
+    import os
+
+    from flows.drain import DrainAborted, DrainOptions
+
+    current = settings()
+    _engine(current).dispose()  # a clear error for a bad DATABASE_URL before anything starts
+    use_prefect = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
+    try:
+        if use_prefect:
+            from flows.drain_callouts import drain_callouts
+
+            summary = asyncio.run(drain_callouts(batch_size=batch_size, window_seconds=window))
+        else:
+            from flows.runner import run_drain
+
+            options = DrainOptions.from_settings(
+                current, batch_size=batch_size, window_seconds=window
+            )
+            summary = asyncio.run(run_drain(current, options)).as_dict()
+    except DrainAborted as exc:
+        typer.echo(f"zuora-sync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _print_summary("drain", summary)
+    if summary["dead"]:
+        typer.echo(
+            f"{summary['dead']} row(s) went to the dead letter: "
+            "`zuora-sync inbox list --status dead`, then `zuora-sync inbox replay`",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _print_summary(title: str, summary: dict[str, Any]) -> None:
+    typer.echo(f"{title} summary")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        typer.echo(f"  {key:<16} {'-' if value is None else value}")
 
 
 @app.command()

@@ -70,6 +70,13 @@ class _Formatter(logging.Formatter):
         return line
 
 
+def one_line(record: logging.LogRecord) -> str:
+    """`event key=value ...` for a record, secrets masked (for handlers of other systems)."""
+    extra = {k: _clean(k, v) for k, v in getattr(record, _FIELDS_ATTR, {}).items()}
+    pairs = " ".join(f"{k}={v}" for k, v in extra.items())
+    return redact(f"{record.getMessage()} {pairs}".strip())
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stderr` is at the time (test captures and daemons swap it)."""
 
