@@ -222,6 +222,43 @@ def setup_callout(
     _not_built("zuora setup-callout", issue=7)
 
 
+# --- monitoring --------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    max_oldest_pending: Annotated[
+        float, typer.Option(help="alert when the oldest pending row is older (seconds)")
+    ] = 300,
+    max_dead: Annotated[int, typer.Option(help="alert when more rows than this are dead")] = 0,
+    max_drain_age: Annotated[
+        float, typer.Option(help="alert when the last successful drain ended longer ago (s)")
+    ] = 600,
+    max_reconcile_age: Annotated[
+        float,
+        typer.Option(help="alert when the last successful reconcile ended longer ago (s)"),
+    ] = 26 * 3600,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Inbox depth, dead letters, last drain and reconcile; exit 1 past a threshold."""
+    from zuora_sync.status import collect, render
+
+    engine = _engine(settings())
+    try:
+        report = collect(
+            engine,
+            max_oldest_pending=max_oldest_pending,
+            max_dead=max_dead,
+            max_drain_age=max_drain_age,
+            max_reconcile_age=max_reconcile_age,
+        )
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(report, default=str, indent=2) if as_json else render(report))
+    if report["alerts"]:
+        raise typer.Exit(1)
+
+
 # --- inbox -------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,58 @@
+"""`zuora-sync status`: what it reports and when it raises the alarm (exit 1)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from tests.test_cli import run
+from warehouse import inbox, runs
+from warehouse.db import make_engine
+from warehouse.inbox import NewItem, RetryPolicy, utcnow
+
+
+def test_status_is_quiet_when_healthy_and_alerts_past_each_threshold(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    env = {"DATABASE_URL": url}
+    assert run("db", "upgrade", env=env).returncode == 0
+
+    fresh = run("status", env=env)
+    assert fresh.returncode == 1  # nothing has ever run: that is worth an alert
+    assert (
+        "no successful drain yet" in fresh.stdout and "no successful reconcile yet" in fresh.stdout
+    )
+
+    engine = make_engine(url)
+    now = utcnow()
+    with engine.begin() as conn:
+        for kind in ("drain", "reconcile"):
+            run_id = runs.start_run(conn, kind, mode="full" if kind == "reconcile" else None)
+            runs.finish_run(
+                conn,
+                run_id,
+                succeeded=True,
+                counts={"claimed": 3},
+                drift={"stale": 2} if kind == "reconcile" else None,
+            )
+    healthy = run("status", env=env)
+    assert healthy.returncode == 0, healthy.stdout
+    assert "no threshold crossed" in healthy.stdout and "drift      stale 2" in healthy.stdout
+
+    with engine.begin() as conn:
+        inbox.enqueue(
+            conn,
+            [NewItem("callout", "a", "A-S1"), NewItem("callout", "b", "A-S2")],
+            now=now - timedelta(minutes=10),
+        )
+        (row,) = inbox.claim(conn, worker="w", limit=1, lease=timedelta(minutes=1))
+        inbox.fail(conn, [row.id], worker="w", error="x", policy=RetryPolicy(), dead_now=True)
+    engine.dispose()
+    unhealthy = run("status", "--json", env=env)
+    assert unhealthy.returncode == 1
+    report = json.loads(unhealthy.stdout)
+    assert report["inbox"]["counts"]["dead"] == 1 and report["inbox"]["depth"] == 1
+    assert any("oldest pending callout" in a for a in report["alerts"])
+    assert any("1 dead row" in a for a in report["alerts"])
+    relaxed = run("status", "--max-oldest-pending", "3600", "--max-dead", "5", env=env)
+    assert relaxed.returncode == 0, relaxed.stdout
