@@ -12,10 +12,13 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from zuora.sandbox.schema import (
     ACCOUNT,
@@ -148,6 +151,8 @@ class Store:
         self.sub_cols = [c.sql for c in self.sub_table.columns]
         self._custom_sql = [(name, name.lower()) for name in custom_fields]
         self._accounts: dict[str, Row] = {}
+        self._rendered: dict[str, bytes] = {}
+        self._pending_masks: list[str] = []
         self._plan_cols = [c.sql for c in RATE_PLAN.columns]
         self._charge_cols = [c.sql for c in RATE_PLAN_CHARGE.columns]
         self._plan_width = len(self._plan_cols)
@@ -336,6 +341,21 @@ class Store:
             body[name] = sub[column]
         return body
 
+    def render_bytes(self, sub: Row) -> bytes:
+        """`render` as JSON bytes; untouched latest versions are cached (they never change)."""
+        number = sub["name"]
+        cacheable = number not in self.overlay_names
+        if cacheable:
+            found = self._rendered.get(sub["id"])
+            if found is not None:
+                return found
+        payload = orjson.dumps(self.render(sub))
+        if cacheable:
+            if len(self._rendered) >= 20_000:
+                self._rendered.pop(next(iter(self._rendered)))
+            self._rendered[sub["id"]] = payload
+        return payload
+
     def _is_latest(self, sub: Row) -> bool:
         latest = self.latest(sub["name"])
         return latest is not None and latest["id"] == sub["id"]
@@ -429,7 +449,22 @@ class Store:
         self._mask(row_id)
         self._insert(table, row)
 
+    @contextmanager
+    def _txn(self) -> Iterator[None]:
+        """One atomic change: on any error the overlay and the mask set are as before."""
+        self._pending_masks = []
+        self.con.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            self.masked.difference_update(self._pending_masks)
+            raise
+        self.con.execute("COMMIT")
+
     def _mask(self, row_id: str) -> None:
+        if row_id not in self.masked:
+            self._pending_masks.append(row_id)
         self.masked.add(row_id)
         self.con.execute("INSERT OR IGNORE INTO main.masked VALUES (?)", (row_id,))
 
@@ -473,7 +508,7 @@ class Store:
         changes = ChangeSet(number, subscription_id=old["id"])
         if new == old:
             return changes
-        with self.con:
+        with self._txn():
             self._replace(self.sub_table, new)
         self.overlay_names.add(number)
         changes.changes.append(
@@ -546,7 +581,7 @@ class Store:
         expired = dict(old, status="Expired", updateddate=now)
         changes = ChangeSet(old["name"], subscription_id=new_id)
         plan_changes: list[Change] = []
-        with self.con:
+        with self._txn():
             self._replace(self.sub_table, expired)
             self._insert(self.sub_table, new)
             old_mrr, old_tcv, new_mrr, new_tcv = self._copy_plans(
@@ -673,7 +708,7 @@ class Store:
         rows = self.versions(number)
         if not rows:
             raise NotFound(f"The subscription {number} is invalid.")
-        with self.con:
+        with self._txn():
             for row in rows:
                 for plan, charges in self.rate_plans(row):
                     for charge in charges:
