@@ -32,15 +32,19 @@ from zuora_sync.settings import SANDBOX_CUSTOM_FIELDS, get_settings
 def token(sb: RunningSandbox) -> str:
     response = httpx.post(
         f"{sb.base_url}/oauth/token",
-        data={"client_id": sb.client_id, "client_secret": sb.client_secret,
-              "grant_type": "client_credentials"},
+        data={
+            "client_id": sb.client_id,
+            "client_secret": sb.client_secret,
+            "grant_type": "client_credentials",
+        },
     )
     response.raise_for_status()
     return str(response.json()["access_token"])
 
 
-async def _worker(host: str, port: int, bearer: str, numbers: list[str], deadline: float,
-                  counts: dict[str, int]) -> None:
+async def _worker(
+    host: str, port: int, bearer: str, numbers: list[str], deadline: float, counts: dict[str, int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
@@ -70,11 +74,19 @@ async def get_rate(sb: RunningSandbox, n: int, seconds: float, connections: int)
     numbers = [f"A-S{random.randint(1, n):08d}" for _ in range(20_000)]
     counts: dict[str, int] = {}
     # warm-up
-    await asyncio.gather(*(_worker(host, int(port), bearer, numbers, time.perf_counter() + 1,
-                                   {}) for _ in range(connections)))
+    await asyncio.gather(
+        *(
+            _worker(host, int(port), bearer, numbers, time.perf_counter() + 1, {})
+            for _ in range(connections)
+        )
+    )
     start = time.perf_counter()
-    await asyncio.gather(*(_worker(host, int(port), bearer, numbers, start + seconds, counts)
-                           for _ in range(connections)))
+    await asyncio.gather(
+        *(
+            _worker(host, int(port), bearer, numbers, start + seconds, counts)
+            for _ in range(connections)
+        )
+    )
     elapsed = time.perf_counter() - start
     if set(counts) - {"200"}:
         print(f"  statuses: {counts}")
@@ -84,12 +96,18 @@ async def get_rate(sb: RunningSandbox, n: int, seconds: float, connections: int)
 def data_query(sb: RunningSandbox, sql: str, bearer: str) -> tuple[int, float, float]:
     """(rows, seconds to completed, seconds to downloaded and parsed)."""
     started = time.perf_counter()
-    with httpx.Client(base_url=sb.base_url, headers={"Authorization": f"Bearer {bearer}"},
-                      timeout=600) as client:
-        job = client.post("/query/jobs", json={
-            "query": sql, "outputFormat": "CSV", "compression": "GZIP",
-            "output": {"target": "S3"},
-        }).json()["data"]
+    with httpx.Client(
+        base_url=sb.base_url, headers={"Authorization": f"Bearer {bearer}"}, timeout=600
+    ) as client:
+        job = client.post(
+            "/query/jobs",
+            json={
+                "query": sql,
+                "outputFormat": "CSV",
+                "compression": "GZIP",
+                "output": {"target": "S3"},
+            },
+        ).json()["data"]
         while job["queryStatus"] not in ("completed", "failed", "cancelled"):
             time.sleep(0.05)
             job = client.get(f"/query/jobs/{job['id']}").json()["data"]
@@ -104,11 +122,15 @@ def data_query(sb: RunningSandbox, sql: str, bearer: str) -> tuple[int, float, f
 def latest_sql(fields: tuple[str, ...], where: str = "") -> str:
     custom = ", ".join(f.lower() for f in fields)
     return (
-        "select s.name, s.id, s.version, s.status, s.accountid, s.updateddate, "
-        f"{', '.join('s.' + f.lower() for f in fields)} from subscription s "
-        "join (select name, max(version) as v from subscription group by name) m "
-        f"on s.name = m.name and s.version = m.v {where}"
-    ) if custom else ""
+        (
+            "select s.name, s.id, s.version, s.status, s.accountid, s.updateddate, "
+            f"{', '.join('s.' + f.lower() for f in fields)} from subscription s "
+            "join (select name, max(version) as v from subscription group by name) m "
+            f"on s.name = m.name and s.version = m.v {where}"
+        )
+        if custom
+        else ""
+    )
 
 
 def main() -> None:
@@ -120,7 +142,10 @@ def main() -> None:
     n = args.subscriptions
     fields = SANDBOX_CUSTOM_FIELDS
     config = SandboxConfig(
-        subscriptions=n, custom_fields=fields, rate_limit_per_window=0, concurrency_limit=1000,
+        subscriptions=n,
+        custom_fields=fields,
+        rate_limit_per_window=0,
+        concurrency_limit=1000,
         cache_dir=Path(get_settings().ZUORA_SANDBOX_CACHE_DIR),
         dataquery_max_output_rows=max(n, 500_000),
     )
@@ -129,24 +154,32 @@ def main() -> None:
     with running_sandbox(config, mode="process", startup_timeout=3600) as sb:
         print(f"  started in {time.perf_counter() - t0:.1f} s")
         rate = asyncio.run(get_rate(sb, n, args.seconds, args.connections))
-        print(f"GET /v1/subscriptions/{{number}}: {rate:,.0f} requests/s "
-              f"({args.connections} keep-alive connections, {args.seconds:.0f} s)")
+        print(
+            f"GET /v1/subscriptions/{{number}}: {rate:,.0f} requests/s "
+            f"({args.connections} keep-alive connections, {args.seconds:.0f} s)"
+        )
         bearer = token(sb)
         rows, done, total = data_query(sb, latest_sql(fields), bearer)
-        print(f"Data Query, latest version of every subscription: {rows:,} rows, "
-              f"completed in {done:.2f} s, downloaded and parsed in {total:.2f} s")
+        print(
+            f"Data Query, latest version of every subscription: {rows:,} rows, "
+            f"completed in {done:.2f} s, downloaded and parsed in {total:.2f} s"
+        )
         half = f"A-S{n // 2:08d}"
         started = time.perf_counter()
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(2) as pool:
-            parts = list(pool.map(
-                lambda w: data_query(sb, latest_sql(fields, w), bearer),
-                [f"where s.name <= '{half}'", f"where s.name > '{half}'"],
-            ))
+            parts = list(
+                pool.map(
+                    lambda w: data_query(sb, latest_sql(fields, w), bearer),
+                    [f"where s.name <= '{half}'", f"where s.name > '{half}'"],
+                )
+            )
         both = time.perf_counter() - started
-        print(f"  as two half jobs in parallel: {sum(p[0] for p in parts):,} rows in "
-              f"{both:.2f} s ({total / both:.2f}x the single job)")
+        print(
+            f"  as two half jobs in parallel: {sum(p[0] for p in parts):,} rows in "
+            f"{both:.2f} s ({total / both:.2f}x the single job)"
+        )
 
 
 if __name__ == "__main__":

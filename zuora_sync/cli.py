@@ -133,7 +133,9 @@ def reconcile(
 
 @app.command()
 def sandbox(
-    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one", min=0, max=65535)] = 8900,
+    port: Annotated[
+        int, typer.Option(help="TCP port; 0 picks a free one", min=0, max=65535)
+    ] = 8900,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     subscriptions: Annotated[int, typer.Option(help="seeded subscriptions", min=0)] = 1000,
     seed: Annotated[int, typer.Option(help="random seed of the data set")] = 1,
@@ -191,19 +193,32 @@ def sandbox(
         fail_usage("--old-id must be latest or version")
     try:
         config = SandboxConfig(
-            subscriptions=subscriptions, seed=seed, tenant_id=tenant_id, custom_fields=fields,
+            subscriptions=subscriptions,
+            seed=seed,
+            tenant_id=tenant_id,
+            custom_fields=fields,
             client_id=current.ZUORA_CLIENT_ID.get_secret_value(),
             client_secret=current.ZUORA_CLIENT_SECRET.get_secret_value(),
-            concurrency_limit=concurrency_limit, rate_limit_per_window=rate_limit,
-            rate_limit_window_s=rate_window, callout_retry_interval_s=callout_retry_interval,
-            callout_max_attempts=callout_attempts, dataquery_max_output_rows=max_output_rows,
-            token_ttl_s=token_ttl, tenant_utc_offset=utc_offset,
-            old_id_returns_latest=old_id == "latest", amend_events=amend_events,  # type: ignore[arg-type]
-            cache_dir=cache_dir or current.ZUORA_SANDBOX_CACHE_DIR, dataquery_workers=workers,
+            concurrency_limit=concurrency_limit,
+            rate_limit_per_window=rate_limit,
+            rate_limit_window_s=rate_window,
+            callout_retry_interval_s=callout_retry_interval,
+            callout_max_attempts=callout_attempts,
+            dataquery_max_output_rows=max_output_rows,
+            token_ttl_s=token_ttl,
+            tenant_utc_offset=utc_offset,
+            old_id_returns_latest=old_id == "latest",
+            amend_events=amend_events,
+            cache_dir=cache_dir or current.ZUORA_SANDBOX_CACHE_DIR,
+            dataquery_workers=workers,
             faults=Faults(
-                latency_ms=latency_ms, latency_jitter_ms=latency_jitter_ms,
-                spike_rate=spike_rate, spike_ms=spike_ms, error_rate=error_rate,
-                timeout_rate=timeout_rate, timeout_hold_s=timeout_hold,
+                latency_ms=latency_ms,
+                latency_jitter_ms=latency_jitter_ms,
+                spike_rate=spike_rate,
+                spike_ms=spike_ms,
+                error_rate=error_rate,
+                timeout_rate=timeout_rate,
+                timeout_hold_s=timeout_hold,
                 callout_drop_rate=drop_callouts,
             ),
         )
@@ -220,14 +235,19 @@ def sandbox(
         fail_usage(f"cannot listen on {host}:{port}: {exc.strerror}")
     bound = sock.getsockname()[1]
     if subscriptions >= config.cache_min_subscriptions:
-        typer.echo(f"preparing {subscriptions:,} subscriptions (built once, then cached in "
-                   f"{config.cache_dir}) ...")
+        typer.echo(
+            f"preparing {subscriptions:,} subscriptions (built once, then cached in "
+            f"{config.cache_dir}) ..."
+        )
     app_ = create_app(config)
     url = f"http://{host}:{bound}"
-    typer.echo(f"Zuora sandbox (tenant {tenant_id}, {subscriptions:,} subscriptions, seed {seed}) "
-               f"listening on {url}")
+    typer.echo(
+        f"Zuora sandbox (tenant {tenant_id}, {subscriptions:,} subscriptions, seed {seed}) "
+        f"listening on {url}"
+    )
     secret = (
-        config.client_secret if config.client_secret == SANDBOX_CLIENT_SECRET
+        config.client_secret
+        if config.client_secret == SANDBOX_CLIENT_SECRET
         else "<your ZUORA_CLIENT_SECRET>"
     )
     typer.echo("Point the project at it with:")

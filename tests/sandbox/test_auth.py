@@ -30,20 +30,29 @@ def test_good_credentials_get_an_hour_long_bearer_token_naming_the_tenant(
     assert len(body["access_token"]) == 32 and body["jti"]
     assert "tenant.10000796" in body["scope"].split()
     # The token opens the API.
-    got = httpx.get(f"{sb.base_url}/v1/subscriptions/A-S00000001",
-                    headers={"Authorization": f"Bearer {body['access_token']}"})
+    got = httpx.get(
+        f"{sb.base_url}/v1/subscriptions/A-S00000001",
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    )
     assert got.status_code == 200
 
 
 def test_bad_credentials_are_refused_with_zuoras_401(sandbox: RunningSandbox) -> None:
-    for client_id, secret in ((sandbox.client_id, "wrong"), ("someone-else", sandbox.client_secret)):
+    for client_id, secret in (
+        (sandbox.client_id, "wrong"),
+        ("someone-else", sandbox.client_secret),
+    ):
         response = get_token(sandbox, client_id, secret)
         assert response.status_code == 401
         assert response.json() == {"message": "Authentication error"}
-    bad_grant = httpx.post(f"{sandbox.base_url}/oauth/token",
-                           data={"client_id": sandbox.client_id,
-                                 "client_secret": sandbox.client_secret,
-                                 "grant_type": "password"})
+    bad_grant = httpx.post(
+        f"{sandbox.base_url}/oauth/token",
+        data={
+            "client_id": sandbox.client_id,
+            "client_secret": sandbox.client_secret,
+            "grant_type": "password",
+        },
+    )
     assert bad_grant.status_code == 400
 
 
@@ -67,9 +76,13 @@ def test_an_expired_token_is_refused(sandbox_factory: SandboxFactory) -> None:
     sb = sandbox_factory(token_ttl_s=0.5)
     token = get_token(sb, sb.client_id, sb.client_secret).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
-    assert httpx.get(f"{sb.base_url}/v1/subscriptions/A-S00000001", headers=headers).status_code == 200
+    assert (
+        httpx.get(f"{sb.base_url}/v1/subscriptions/A-S00000001", headers=headers).status_code == 200
+    )
     time.sleep(0.6)
-    assert httpx.get(f"{sb.base_url}/v1/subscriptions/A-S00000001", headers=headers).status_code == 401
+    assert (
+        httpx.get(f"{sb.base_url}/v1/subscriptions/A-S00000001", headers=headers).status_code == 401
+    )
 
 
 def test_the_admin_can_expire_every_token_at_once(sandbox: RunningSandbox) -> None:

@@ -15,9 +15,11 @@ from tests.fixtures.sandbox import CalloutReceiver, Reply, SandboxFactory, autho
 from zuora.sandbox.server import RunningSandbox
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-TRACKED = ("changeType == 'UPDATE' && (Subscription.SupportTier__c != "
-           "Subscription.SupportTier__c_old || Subscription.SeatOverride__c != "
-           "Subscription.SeatOverride__c_old)")
+TRACKED = (
+    "changeType == 'UPDATE' && (Subscription.SupportTier__c != "
+    "Subscription.SupportTier__c_old || Subscription.SeatOverride__c != "
+    "Subscription.SeatOverride__c_old)"
+)
 PARAMS = {
     "SubscriptionNumber": "{{DataSource.Subscription.Name}}",
     "SubscriptionId": "Subscription.Id",
@@ -30,19 +32,38 @@ PARAMS = {
 }
 
 
-def setup_callout(http: httpx.Client, url: str, *, condition: str = TRACKED,
-                  auth: dict[str, Any] | None = None, **callout: Any) -> None:
-    trigger = http.post("/events/event-triggers", json={
-        "active": True, "baseObject": "Subscription", "condition": condition,
-        "eventType": {"name": "TrackedFieldsChanged", "displayName": "Tracked fields changed"},
-    })
+def setup_callout(
+    http: httpx.Client,
+    url: str,
+    *,
+    condition: str = TRACKED,
+    auth: dict[str, Any] | None = None,
+    **callout: Any,
+) -> None:
+    trigger = http.post(
+        "/events/event-triggers",
+        json={
+            "active": True,
+            "baseObject": "Subscription",
+            "condition": condition,
+            "eventType": {"name": "TrackedFieldsChanged", "displayName": "Tracked fields changed"},
+        },
+    )
     assert trigger.status_code == 200, trigger.text
     body = {
-        "name": "sync", "eventTypeName": "TrackedFieldsChanged", "calloutActive": True,
-        "callout": {"name": "sync", "eventTypeName": "TrackedFieldsChanged",
-                    "calloutBaseurl": url, "httpMethod": "POST",
-                    "requiredAuth": auth is not None, "calloutAuth": auth,
-                    "calloutParams": PARAMS, **callout},
+        "name": "sync",
+        "eventTypeName": "TrackedFieldsChanged",
+        "calloutActive": True,
+        "callout": {
+            "name": "sync",
+            "eventTypeName": "TrackedFieldsChanged",
+            "calloutBaseurl": url,
+            "httpMethod": "POST",
+            "requiredAuth": auth is not None,
+            "calloutAuth": auth,
+            "calloutParams": PARAMS,
+            **callout,
+        },
     }
     created = http.post("/notifications/notification-definitions", json=body)
     assert created.status_code == 200, created.text
@@ -50,8 +71,9 @@ def setup_callout(http: httpx.Client, url: str, *, condition: str = TRACKED,
 
 def edit(http: httpx.Client, number: str, **fields: Any) -> None:
     version = http.get(f"/v1/subscriptions/{number}").json()["version"]
-    response = http.put(f"/v1/subscriptions/{number}/versions/{version}/customFields",
-                        json={"customFields": fields})
+    response = http.put(
+        f"/v1/subscriptions/{number}/versions/{version}/customFields", json={"customFields": fields}
+    )
     assert response.status_code == 200, response.text
 
 
@@ -70,8 +92,11 @@ def test_custom_field_edit_fires_a_callout_with_the_basic_auth_dance(
     sandbox: RunningSandbox, zuora_http: httpx.Client, callout_receiver: CalloutReceiver
 ) -> None:
     callout_receiver.username, callout_receiver.password = "zuora", "s3cret"
-    setup_callout(zuora_http, callout_receiver.url,
-                  auth={"username": "zuora", "password": "s3cret", "preemptive": False})
+    setup_callout(
+        zuora_http,
+        callout_receiver.url,
+        auth={"username": "zuora", "password": "s3cret", "preemptive": False},
+    )
     before = zuora_http.get("/v1/subscriptions/A-S00000001").json()
     new_tier = "Gold" if before["SupportTier__c"] != "Gold" else "Silver"
     edit(zuora_http, "A-S00000001", SupportTier__c=new_tier)
@@ -106,8 +131,11 @@ def test_preemptive_auth_sends_credentials_at_once(
     sandbox: RunningSandbox, zuora_http: httpx.Client, callout_receiver: CalloutReceiver
 ) -> None:
     callout_receiver.username, callout_receiver.password = "zuora", "pw"
-    setup_callout(zuora_http, callout_receiver.url,
-                  auth={"username": "zuora", "password": "pw", "preemptive": True})
+    setup_callout(
+        zuora_http,
+        callout_receiver.url,
+        auth={"username": "zuora", "password": "pw", "preemptive": True},
+    )
     edit(zuora_http, "A-S00000002", SeatOverride__c="999")
     (only,) = callout_receiver.wait_for(1)
     assert only.headers["authorization"].startswith("Basic ")
@@ -170,8 +198,11 @@ def test_call_out_retry_off_and_parse_response(
 def test_admin_changes_fire_no_callout(
     sandbox: RunningSandbox, zuora_http: httpx.Client, callout_receiver: CalloutReceiver
 ) -> None:
-    setup_callout(zuora_http, callout_receiver.url, condition="changeType == 'UPDATE' || "
-                  "changeType == 'INSERT'")
+    setup_callout(
+        zuora_http,
+        callout_receiver.url,
+        condition="changeType == 'UPDATE' || changeType == 'INSERT'",
+    )
     sandbox.admin.edit_custom_fields("A-S00000005", {"SupportTier__c": "Lost"})
     sandbox.admin.amend("A-S00000005")
     time.sleep(0.5)
@@ -192,7 +223,9 @@ def test_a_false_condition_fires_nothing(
 def test_amendment_is_an_insert_and_an_update(
     sandbox_factory: SandboxFactory, callout_receiver: CalloutReceiver
 ) -> None:
-    condition = "changeType == 'INSERT' || (changeType == 'UPDATE' && Subscription.Status == 'Expired')"
+    condition = (
+        "changeType == 'INSERT' || (changeType == 'UPDATE' && Subscription.Status == 'Expired')"
+    )
     sb = sandbox_factory()
     with authorized_client(sb) as http:
         setup_callout(http, callout_receiver.url, condition=condition)
@@ -244,5 +277,8 @@ def test_firing_never_blocks_the_request_and_deliveries_are_concurrent(
     assert time.monotonic() - started < 1.5
     callout_receiver.wait_for(3, timeout=2.9)  # in parallel, not one after the other
     bodies = [json.loads(r.body) for r in callout_receiver.requests]
-    assert {b["SubscriptionNumber"] for b in bodies} == {"A-S00000010", "A-S00000011",
-                                                         "A-S00000012"}
+    assert {b["SubscriptionNumber"] for b in bodies} == {
+        "A-S00000010",
+        "A-S00000011",
+        "A-S00000012",
+    }

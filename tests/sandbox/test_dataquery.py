@@ -21,11 +21,19 @@ LATEST = (
 )
 
 
-def submit(http: httpx.Client, sql: str, fmt: str = "JSON", compression: str = "NONE",
-           **extra: Any) -> httpx.Response:
-    return http.post("/query/jobs", json={"query": sql, "outputFormat": fmt,
-                                          "compression": compression,
-                                          "output": {"target": "S3"}, **extra})
+def submit(
+    http: httpx.Client, sql: str, fmt: str = "JSON", compression: str = "NONE", **extra: Any
+) -> httpx.Response:
+    return http.post(
+        "/query/jobs",
+        json={
+            "query": sql,
+            "outputFormat": fmt,
+            "compression": compression,
+            "output": {"target": "S3"},
+            **extra,
+        },
+    )
 
 
 def wait(http: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -59,14 +67,27 @@ def test_latest_version_query_agrees_with_get(shared_http: httpx.Client) -> None
     assert job["outputRows"] == 1000 and isinstance(job["processingTime"], int)
     rows = rows_of(job, "JSON", "NONE")
     assert len(rows) == 1000
-    assert set(rows[0]) == {"name", "id", "version", "status", "accountid", "updateddate",
-                            "supporttier__c", "seatoverride__c", "contractowner__c"}
+    assert set(rows[0]) == {
+        "name",
+        "id",
+        "version",
+        "status",
+        "accountid",
+        "updateddate",
+        "supporttier__c",
+        "seatoverride__c",
+        "contractowner__c",
+    }
     by_number = {r["name"]: r for r in rows}
     for number in sorted(by_number)[::10]:
         got = shared_http.get(f"/v1/subscriptions/{number}").json()
         row = by_number[number]
         assert (row["id"], row["version"], row["status"], row["accountid"]) == (
-            got["id"], got["version"], got["status"], got["accountId"])
+            got["id"],
+            got["version"],
+            got["status"],
+            got["accountId"],
+        )
         for field in ("SupportTier__c", "SeatOverride__c", "ContractOwner__c"):
             assert row[field.lower()] == got[field]
 
@@ -87,8 +108,9 @@ def test_csv_with_gzip_and_tsv(shared_http: httpx.Client) -> None:
 
 
 def test_data_file_urls_are_unguessable(shared_http: httpx.Client) -> None:
-    job = wait(shared_http, submit(shared_http, "select id from account limit 1").json()
-               ["data"]["id"])
+    job = wait(
+        shared_http, submit(shared_http, "select id from account limit 1").json()["data"]["id"]
+    )
     url = job["dataFile"]
     token = url.split("/query-results/")[1].split("/")[0]
     assert len(token) == 32
@@ -97,29 +119,44 @@ def test_data_file_urls_are_unguessable(shared_http: httpx.Client) -> None:
 
 
 def test_trino_timestamp_literals_work(shared_http: httpx.Client) -> None:
-    sql = ("select count(*) as n from subscription where updateddate >= "
-           "TIMESTAMP '2026-01-01 00:00:00'")
+    sql = (
+        "select count(*) as n from subscription where updateddate >= "
+        "TIMESTAMP '2026-01-01 00:00:00'"
+    )
     job = wait(shared_http, submit(shared_http, sql).json()["data"]["id"])
     assert job["queryStatus"] == "completed"
     assert rows_of(job, "JSON", "NONE")[0]["n"] > 0
 
 
 def test_only_a_single_select_is_accepted(shared_http: httpx.Client) -> None:
-    for sql in ("delete from subscription", "select 1; drop table subscription",
-                "update account set name = 'x'", "pragma table_info(account)",
-                "select nope from subscription", "attach database 'x' as y"):
+    for sql in (
+        "delete from subscription",
+        "select 1; drop table subscription",
+        "update account set name = 'x'",
+        "pragma table_info(account)",
+        "select nope from subscription",
+        "attach database 'x' as y",
+    ):
         response = submit(shared_http, sql)
         assert response.status_code == 400, sql
         body = response.json()
         assert body["code"] == 400 and body["message"]
-    not_json = shared_http.post("/query/jobs", content=b"query=select 1",
-                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+    not_json = shared_http.post(
+        "/query/jobs",
+        content=b"query=select 1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert not_json.status_code == 415
     assert not_json.json() == {"code": 415, "message": "HTTP 415 Unsupported Media Type"}
-    bad_format = shared_http.post("/query/jobs", json={"query": "select 1",
-                                                       "outputFormat": "XML",
-                                                       "compression": "NONE",
-                                                       "output": {"target": "S3"}})
+    bad_format = shared_http.post(
+        "/query/jobs",
+        json={
+            "query": "select 1",
+            "outputFormat": "XML",
+            "compression": "NONE",
+            "output": {"target": "S3"},
+        },
+    )
     assert bad_format.status_code == 400
 
 
@@ -161,9 +198,12 @@ def test_five_run_ten_queue_and_the_sixteenth_is_refused(
 def test_jobs_see_changes_made_through_the_api(sandbox: Any, zuora_http: httpx.Client) -> None:
     sandbox.admin.edit_custom_fields("A-S00000001", {"SupportTier__c": "Changed"})
     sandbox.admin.delete("A-S00000002")
-    job = wait(zuora_http, submit(
-        zuora_http, "select name, supporttier__c from subscription where status != 'Expired'"
-    ).json()["data"]["id"])
+    job = wait(
+        zuora_http,
+        submit(
+            zuora_http, "select name, supporttier__c from subscription where status != 'Expired'"
+        ).json()["data"]["id"],
+    )
     rows = {r["name"]: r for r in rows_of(job, "JSON", "NONE")}
     assert rows["A-S00000001"]["supporttier__c"] == "Changed"
     assert "A-S00000002" not in rows

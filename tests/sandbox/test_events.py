@@ -17,8 +17,10 @@ TRIGGER = {
     "condition": "changeType == 'UPDATE' && Subscription.SupportTier__c != "
     "Subscription.SupportTier__c_old",
     "description": "tracked fields changed",
-    "eventType": {"name": "SubscriptionTrackedFieldsChanged",
-                  "displayName": "Subscription tracked fields changed"},
+    "eventType": {
+        "name": "SubscriptionTrackedFieldsChanged",
+        "displayName": "Subscription tracked fields changed",
+    },
 }
 
 
@@ -48,8 +50,10 @@ def test_trigger_crud(zuora_http: httpx.Client) -> None:
     assert trigger["eventType"]["namespace"] == "user.notification"
     assert trigger["condition"] == TRIGGER["condition"] and trigger["active"] is True
     assert zuora_http.get(f"/events/event-triggers/{trigger['id']}").json() == trigger
-    updated = zuora_http.put(f"/events/event-triggers/{trigger['id']}",
-                             json={"active": False, "eventType": {"displayName": "Renamed"}})
+    updated = zuora_http.put(
+        f"/events/event-triggers/{trigger['id']}",
+        json={"active": False, "eventType": {"displayName": "Renamed"}},
+    )
     assert updated.status_code == 200
     assert updated.json()["active"] is False
     assert updated.json()["eventType"]["displayName"] == "Renamed"
@@ -85,8 +89,9 @@ def test_trigger_list_pages_with_next(zuora_http: httpx.Client) -> None:
         ({"eventType": None}, "eventType"),
     ],
 )
-def test_bad_triggers_are_refused(zuora_http: httpx.Client, change: dict[str, Any],
-                                  needle: str) -> None:
+def test_bad_triggers_are_refused(
+    zuora_http: httpx.Client, change: dict[str, Any], needle: str
+) -> None:
     response = zuora_http.post("/events/event-triggers", json=TRIGGER | change)
     assert response.status_code == 400
     assert response.json()["code"] == 400 and needle in response.json()["message"]
@@ -109,19 +114,24 @@ def test_notification_definition_crud(zuora_http: httpx.Client) -> None:
     assert body["createdOn"] and body["updatedOn"]
     fetched = zuora_http.get(f"/notifications/notification-definitions/{body['id']}").json()
     assert fetched == body
-    changed = zuora_http.put(f"/notifications/notification-definitions/{body['id']}",
-                             json={"callout": {"calloutBaseurl": "https://example.org/new"}})
+    changed = zuora_http.put(
+        f"/notifications/notification-definitions/{body['id']}",
+        json={"callout": {"calloutBaseurl": "https://example.org/new"}},
+    )
     assert changed.status_code == 200
     assert changed.json()["callout"]["calloutBaseurl"] == "https://example.org/new"
     assert changed.json()["callout"]["id"] == body["callout"]["id"]
     listed = zuora_http.get("/notifications/notification-definitions").json()
     assert listed["next"] is None and [d["id"] for d in listed["data"]] == [body["id"]]
-    filtered = zuora_http.get("/notifications/notification-definitions",
-                              params={"eventTypeName": "Other"}).json()
+    filtered = zuora_http.get(
+        "/notifications/notification-definitions", params={"eventTypeName": "Other"}
+    ).json()
     assert filtered["data"] == []
     deleted = zuora_http.delete(f"/notifications/notification-definitions/{body['id']}")
     assert deleted.status_code == 204
-    assert zuora_http.get(f"/notifications/notification-definitions/{body['id']}").status_code == 404
+    assert (
+        zuora_http.get(f"/notifications/notification-definitions/{body['id']}").status_code == 404
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,18 +147,27 @@ def test_notification_definition_crud(zuora_http: httpx.Client) -> None:
         ({"name": "n", "eventTypeName": "X", "calloutActive": True}, "callout"),
     ],
 )
-def test_bad_definitions_are_refused(zuora_http: httpx.Client, body: dict[str, Any],
-                                     needle: str) -> None:
+def test_bad_definitions_are_refused(
+    zuora_http: httpx.Client, body: dict[str, Any], needle: str
+) -> None:
     response = zuora_http.post("/notifications/notification-definitions", json=body)
     assert response.status_code == 400, response.text
     assert needle in response.json()["message"]
 
 
 def test_jexl_evaluator() -> None:
-    ctx = jexl.context_for("Subscription", "UPDATE",
-                           {"Status": "Active", "SeatOverride__c": "25", "Version": 3,
-                            "Name": "A-S00000001", "Notes": None},
-                           {"Status": "Suspended", "SeatOverride__c": "10", "Version": 3})
+    ctx = jexl.context_for(
+        "Subscription",
+        "UPDATE",
+        {
+            "Status": "Active",
+            "SeatOverride__c": "25",
+            "Version": 3,
+            "Name": "A-S00000001",
+            "Notes": None,
+        },
+        {"Status": "Suspended", "SeatOverride__c": "10", "Version": 3},
+    )
     cases = {
         "changeType == 'UPDATE'": True,
         "changeType == 'INSERT' || changeType == 'UPDATE'": True,

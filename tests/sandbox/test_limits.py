@@ -13,11 +13,20 @@ from zuora.sandbox.admin import SandboxAdminError
 from zuora.sandbox.server import RunningSandbox
 
 
-async def burst(sb: RunningSandbox, token: str, count: int, path: str = "/v1/subscriptions/A-S00000001",
-                timeout: float = 30.0) -> list[httpx.Response]:
+async def burst(
+    sb: RunningSandbox,
+    token: str,
+    count: int,
+    path: str = "/v1/subscriptions/A-S00000001",
+    timeout: float = 30.0,
+) -> list[httpx.Response]:
     headers = {"Authorization": token}
-    async with httpx.AsyncClient(base_url=sb.base_url, headers=headers, timeout=timeout,
-                                 limits=httpx.Limits(max_connections=count)) as client:
+    async with httpx.AsyncClient(
+        base_url=sb.base_url,
+        headers=headers,
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=count),
+    ) as client:
         return list(await asyncio.gather(*(client.get(path) for _ in range(count))))
 
 
@@ -79,29 +88,40 @@ def test_rate_limit_window(sandbox_factory: SandboxFactory) -> None:
     assert sb.admin.counters()["throttled_rate"] == 3
 
 
-def test_injected_errors_use_zuoras_bodies(sandbox: RunningSandbox,
-                                           zuora_http: httpx.Client) -> None:
+def test_injected_errors_use_zuoras_bodies(
+    sandbox: RunningSandbox, zuora_http: httpx.Client
+) -> None:
     sandbox.admin.set_faults(error_rate=1.0, error_statuses=[500])
     response = zuora_http.get("/v1/subscriptions/A-S00000001")
     assert response.status_code == 500
-    assert response.json() == {"reasons": [{"code": "SystemError",
-                                            "message": "internal server error"}]}
+    assert response.json() == {
+        "reasons": [{"code": "SystemError", "message": "internal server error"}]
+    }
     sandbox.admin.set_faults(error_statuses=[503])
     unavailable = zuora_http.get("/v1/subscriptions/A-S00000001")
     assert unavailable.status_code == 503 and unavailable.headers["retry-after"] == "1"
     assert unavailable.json()["success"] is False
     sandbox.admin.set_faults(error_statuses=[502], paths=["/v1/action"])
     assert zuora_http.get("/v1/subscriptions/A-S00000001").status_code == 200
-    assert zuora_http.post("/v1/action/query",
-                           json={"queryString": "select Id from Account"}).status_code == 502
+    assert (
+        zuora_http.post(
+            "/v1/action/query", json={"queryString": "select Id from Account"}
+        ).status_code
+        == 502
+    )
     sandbox.admin.clear_faults()
-    assert zuora_http.post("/v1/action/query",
-                           json={"queryString": "select Id from Account"}).status_code == 200
+    assert (
+        zuora_http.post(
+            "/v1/action/query", json={"queryString": "select Id from Account"}
+        ).status_code
+        == 200
+    )
     assert sandbox.admin.counters()["faults_injected"] == 3
 
 
-def test_timeouts_hold_the_request_past_the_clients_timeout(sandbox: RunningSandbox,
-                                                           zuora_http: httpx.Client) -> None:
+def test_timeouts_hold_the_request_past_the_clients_timeout(
+    sandbox: RunningSandbox, zuora_http: httpx.Client
+) -> None:
     sandbox.admin.set_faults(timeout_rate=1.0, timeout_hold_s=1.0)
     with pytest.raises(httpx.ReadTimeout):
         zuora_http.get("/v1/subscriptions/A-S00000001", timeout=0.3)
@@ -116,8 +136,9 @@ def test_admin_endpoints_ignore_faults_and_limits(sandbox: RunningSandbox) -> No
     assert sandbox.admin.counters()["requests_total"] == 0
 
 
-def test_counters_reset_and_runtime_config(sandbox: RunningSandbox,
-                                           zuora_http: httpx.Client) -> None:
+def test_counters_reset_and_runtime_config(
+    sandbox: RunningSandbox, zuora_http: httpx.Client
+) -> None:
     for _ in range(3):
         zuora_http.get("/v1/subscriptions/A-S00000001")
     zuora_http.get("/v1/subscriptions/A-S99999999")
@@ -141,6 +162,7 @@ def test_counters_reset_and_runtime_config(sandbox: RunningSandbox,
 
 
 def test_track_id_is_echoed(zuora_http: httpx.Client) -> None:
-    response = zuora_http.get("/v1/subscriptions/A-S00000001",
-                              headers={"Zuora-Track-Id": "drain-42"})
+    response = zuora_http.get(
+        "/v1/subscriptions/A-S00000001", headers={"Zuora-Track-Id": "drain-42"}
+    )
     assert response.headers["zuora-track-id"] == "drain-42"

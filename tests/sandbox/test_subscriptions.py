@@ -28,7 +28,12 @@ def test_get_by_number_has_zuoras_shape(zuora_http: httpx.Client) -> None:
     assert body["subscriptionNumber"] == "A-S00000001"
     assert HEX32.match(body["id"]) and HEX32.match(body["accountId"])
     assert isinstance(body["version"], int) and body["status"] in (
-        "Active", "Cancelled", "Suspended", "Pending Activation", "Pending Acceptance", "Draft",
+        "Active",
+        "Cancelled",
+        "Suspended",
+        "Pending Activation",
+        "Pending Acceptance",
+        "Draft",
         "Expired",
     )
     assert body["termType"] in ("TERMED", "EVERGREEN")
@@ -61,7 +66,10 @@ def test_get_by_any_version_id_answers_the_latest(zuora_http: httpx.Client) -> N
     for plan in latest["ratePlans"]:
         for charge in plan["ratePlanCharges"]:
             if charge["number"] in first_charges:
-                assert charge["originalChargeId"] == first_charges[charge["number"]]["originalChargeId"]
+                assert (
+                    charge["originalChargeId"]
+                    == first_charges[charge["number"]]["originalChargeId"]
+                )
                 assert charge["id"] != first_charges[charge["number"]]["id"]
 
 
@@ -76,8 +84,11 @@ def test_old_id_can_be_configured_to_answer_its_own_version(
 
 
 def test_unknown_keys_get_zuoras_404_body(zuora_http: httpx.Client) -> None:
-    for path in ("/v1/subscriptions/A-S99999999", "/v1/subscriptions/" + "0" * 32,
-                 "/v1/subscriptions/A-S00000001/versions/99"):
+    for path in (
+        "/v1/subscriptions/A-S99999999",
+        "/v1/subscriptions/" + "0" * 32,
+        "/v1/subscriptions/A-S00000001/versions/99",
+    ):
         response = zuora_http.get(path)
         assert response.status_code == 404
         body = response.json()
@@ -92,11 +103,18 @@ def test_amendment_creates_a_new_version_and_expires_the_old(zuora_http: httpx.C
     before = zuora_http.get("/v1/subscriptions/A-S00000002").json()
     plan = before["ratePlans"][0]
     charge = plan["ratePlanCharges"][0]
-    response = zuora_http.put("/v1/subscriptions/A-S00000002", json={
-        "SupportTier__c": "Enterprise",
-        "update": [{"ratePlanId": plan["id"], "chargeUpdateDetails": [
-            {"ratePlanChargeId": charge["id"], "quantity": 42}]}],
-    })
+    response = zuora_http.put(
+        "/v1/subscriptions/A-S00000002",
+        json={
+            "SupportTier__c": "Enterprise",
+            "update": [
+                {
+                    "ratePlanId": plan["id"],
+                    "chargeUpdateDetails": [{"ratePlanChargeId": charge["id"], "quantity": 42}],
+                }
+            ],
+        },
+    )
     assert response.status_code == 200
     result = response.json()
     assert result["success"] is True and HEX32.match(result["subscriptionId"])
@@ -139,8 +157,10 @@ def test_cancel_makes_a_cancelled_version(zuora_http: httpx.Client) -> None:
     before = zuora_http.get("/v1/subscriptions/A-S00000004").json()
     if before["status"] == "Cancelled":
         return
-    response = zuora_http.put("/v1/subscriptions/A-S00000004/cancel", json={
-        "cancellationPolicy": "SpecificDate", "cancellationEffectiveDate": "2026-12-31"})
+    response = zuora_http.put(
+        "/v1/subscriptions/A-S00000004/cancel",
+        json={"cancellationPolicy": "SpecificDate", "cancellationEffectiveDate": "2026-12-31"},
+    )
     assert response.status_code == 200
     assert response.json()["cancelledDate"] == "2026-12-31"
     after = zuora_http.get("/v1/subscriptions/A-S00000004").json()
@@ -151,11 +171,15 @@ def test_cancel_makes_a_cancelled_version(zuora_http: httpx.Client) -> None:
 
 def test_malformed_bodies_change_nothing(zuora_http: httpx.Client) -> None:
     before = zuora_http.get("/v1/subscriptions/A-S00000006").json()
-    bad = zuora_http.put("/v1/subscriptions/A-S00000006", content=b"{not json",
-                         headers={"Content-Type": "application/json"})
+    bad = zuora_http.put(
+        "/v1/subscriptions/A-S00000006",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert bad.status_code == 400 and bad.json()["reasons"][0]["code"] == "50000090"
-    bad_plan = zuora_http.put("/v1/subscriptions/A-S00000006",
-                              json={"remove": [{"ratePlanId": "f" * 32}]})
+    bad_plan = zuora_http.put(
+        "/v1/subscriptions/A-S00000006", json={"remove": [{"ratePlanId": "f" * 32}]}
+    )
     assert bad_plan.status_code == 400
     assert zuora_http.get("/v1/subscriptions/A-S00000006").json() == before
 
@@ -173,8 +197,9 @@ def test_admin_changes_and_delete(sandbox: RunningSandbox, zuora_http: httpx.Cli
     assert zuora_http.get(f"/v1/subscriptions/{new_id}").status_code == 404
 
 
-def test_export_is_exactly_what_get_returns(sandbox: RunningSandbox,
-                                            zuora_http: httpx.Client) -> None:
+def test_export_is_exactly_what_get_returns(
+    sandbox: RunningSandbox, zuora_http: httpx.Client
+) -> None:
     sandbox.admin.amend("A-S00000010")
     sandbox.admin.delete("A-S00000011")
     exported = list(sandbox.admin.export())
@@ -207,8 +232,9 @@ def test_seeded_data_is_realistic(shared_sandbox: RunningSandbox) -> None:
     assert len({s["currency"] for s in subs}) >= 3
     assert sum(s["version"] > 1 for s in subs) > 100
     assert any(s["SeatOverride__c"] is None for s in subs)
-    assert any(isinstance(s["SeatOverride__c"], str) and s["SeatOverride__c"].isdigit()
-               for s in subs)
+    assert any(
+        isinstance(s["SeatOverride__c"], str) and s["SeatOverride__c"].isdigit() for s in subs
+    )
     assert any(s["SupportTier__c"] is None for s in subs)
     assert {len(s["ratePlans"]) for s in subs} == {1, 2, 3, 4}
     charges = [len(p["ratePlanCharges"]) for s in subs for p in s["ratePlans"]]

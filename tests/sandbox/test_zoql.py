@@ -29,9 +29,10 @@ def test_paging_over_several_batches_returns_every_record_once(shared_http: http
     page = first
     pages = 1
     while not page["done"]:
-        page = shared_http.post("/v1/action/queryMore",
-                                json={"queryLocator": page["queryLocator"],
-                                      "conf": {"batchSize": 400}}).json()
+        page = shared_http.post(
+            "/v1/action/queryMore",
+            json={"queryLocator": page["queryLocator"], "conf": {"batchSize": 400}},
+        ).json()
         assert page["size"] == total
         records.extend(page["records"])
         pages += 1
@@ -46,8 +47,11 @@ def test_paging_over_several_batches_returns_every_record_once(shared_http: http
 
 
 def test_nulls_are_left_out_and_id_is_always_there(shared_http: httpx.Client) -> None:
-    body = query(shared_http, "select Name, SeatOverride__c from Subscription "
-                              "where SeatOverride__c = null", batch=50).json()
+    body = query(
+        shared_http,
+        "select Name, SeatOverride__c from Subscription where SeatOverride__c = null",
+        batch=50,
+    ).json()
     assert body["size"] > 0
     for record in body["records"]:
         assert set(record) == {"Id", "Name"}
@@ -58,20 +62,28 @@ def test_where_clauses(shared_http: httpx.Client) -> None:
     active = query(shared_http, "select Id from Subscription where Status = 'Active'").json()
     not_active = query(shared_http, "select Id from Subscription where Status != 'Active'").json()
     assert active["size"] + not_active["size"] == all_versions
-    mixed = query(shared_http, "select Id, Version, Status from Subscription where "
-                               "(Status = 'Active' or Status = 'Cancelled') and Version >= 2").json()
+    mixed = query(
+        shared_http,
+        "select Id, Version, Status from Subscription where "
+        "(Status = 'Active' or Status = 'Cancelled') and Version >= 2",
+    ).json()
     for record in mixed["records"]:
         assert record["Status"] in ("Active", "Cancelled") and record["Version"] >= 2
-    one = query(shared_http, "select Id, Name from Subscription where Name = 'A-S00000001' "
-                             "and Version > 0").json()
+    one = query(
+        shared_http, "select Id, Name from Subscription where Name = 'A-S00000001' and Version > 0"
+    ).json()
     assert {r["Name"] for r in one["records"]} == {"A-S00000001"}
-    since = query(shared_http, "select Id, UpdatedDate from Subscription where "
-                               "UpdatedDate >= '2026-01-01T00:00:00Z'").json()
+    since = query(
+        shared_http,
+        "select Id, UpdatedDate from Subscription where UpdatedDate >= '2026-01-01T00:00:00Z'",
+    ).json()
     assert all(r["UpdatedDate"] >= "2026-01-01" for r in since["records"])
-    for zoql in ("select Id, Name, AccountNumber from Account where AutoPay = true",
-                 "select Id, Name, SubscriptionId from RatePlan",
-                 "select Id, ChargeNumber, ChargeType, MRR from RatePlanCharge "
-                 "where ChargeType = 'Recurring'"):
+    for zoql in (
+        "select Id, Name, AccountNumber from Account where AutoPay = true",
+        "select Id, Name, SubscriptionId from RatePlan",
+        "select Id, ChargeNumber, ChargeType, MRR from RatePlanCharge "
+        "where ChargeType = 'Recurring'",
+    ):
         result = query(shared_http, zoql, batch=5).json()
         assert result["size"] > 5 and len(result["records"]) == 5, zoql
 

@@ -77,7 +77,11 @@ class SandboxAdmin:
     # --- data changes that fire no callout -------------------------------------------------
 
     def edit_custom_fields(
-        self, number: str, fields: dict[str, Any], *, version: int | None = None,
+        self,
+        number: str,
+        fields: dict[str, Any],
+        *,
+        version: int | None = None,
         touch_updated_date: bool = True,
     ) -> bool:
         """Edit custom fields in place; returns whether anything changed."""
@@ -99,7 +103,7 @@ class SandboxAdmin:
     def export(self) -> Iterator[dict[str, Any]]:
         """Every subscription's latest version exactly as GET returns it."""
         with (
-            httpx.Client(base_url=self.base_url, timeout=None) as client,
+            httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(60.0, read=600.0)) as client,
             client.stream("GET", "/_sandbox/export") as response,
         ):
             response.raise_for_status()

@@ -44,13 +44,15 @@ def admin_routes(app: FastAPI, tenant: Tenant) -> None:
 
     @app.get("/_sandbox/health")
     async def health() -> Response:
-        return json_response({
-            "status": "ok",
-            "subscriptions": tenant.config.subscriptions,
-            "seed": tenant.config.seed,
-            "tenantId": tenant.config.tenant_id,
-            "customFields": list(tenant.config.custom_fields),
-        })
+        return json_response(
+            {
+                "status": "ok",
+                "subscriptions": tenant.config.subscriptions,
+                "seed": tenant.config.seed,
+                "tenantId": tenant.config.tenant_id,
+                "customFields": list(tenant.config.custom_fields),
+            }
+        )
 
     @app.get("/_sandbox/config")
     async def get_config() -> Response:
@@ -129,9 +131,11 @@ def admin_routes(app: FastAPI, tenant: Tenant) -> None:
             latest = store.latest(number)
             if latest is None:
                 return _problem(404, f"no subscription {number}")
-            version = int(body.get("version", latest["version"]))
+            version = int(body.get("version") or latest["version"])
             changes = store.edit_custom_fields(
-                number, version, fields,
+                number,
+                version,
+                fields,
                 touch_updated=bool(body.get("touchUpdatedDate", True)),
             )
         except StoreError as exc:

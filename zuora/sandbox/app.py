@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from zuora.sandbox.config import Faults, SandboxConfig
 from zuora.sandbox.dataquery import QueryRefused
 from zuora.sandbox.events import ValidationError
-from zuora.sandbox.store import NotFound, StoreError
+from zuora.sandbox.store import StoreError
 from zuora.sandbox.tenant import RUNTIME_FIELDS, Tenant
 from zuora.sandbox.zoql import MAX_BATCH, ZoqlError
 from zuora.sandbox.zoql import parse as parse_zoql
@@ -51,16 +51,22 @@ _RATE_BODY = {
     "resubmit your request later.",
 }
 _LABELS = [
-    (re.compile(r"^/v1/subscriptions/[^/]+/versions/[^/]+/customFields$"),
-     "/v1/subscriptions/{number}/versions/{version}/customFields"),
-    (re.compile(r"^/v1/subscriptions/[^/]+/versions/[^/]+$"),
-     "/v1/subscriptions/{key}/versions/{version}"),
+    (
+        re.compile(r"^/v1/subscriptions/[^/]+/versions/[^/]+/customFields$"),
+        "/v1/subscriptions/{number}/versions/{version}/customFields",
+    ),
+    (
+        re.compile(r"^/v1/subscriptions/[^/]+/versions/[^/]+$"),
+        "/v1/subscriptions/{key}/versions/{version}",
+    ),
     (re.compile(r"^/v1/subscriptions/[^/]+/cancel$"), "/v1/subscriptions/{key}/cancel"),
     (re.compile(r"^/v1/subscriptions/[^/]+$"), "/v1/subscriptions/{key}"),
     (re.compile(r"^/query/jobs/[^/]+$"), "/query/jobs/{id}"),
     (re.compile(r"^/events/event-triggers/[^/]+$"), "/events/event-triggers/{id}"),
-    (re.compile(r"^/notifications/notification-definitions/[^/]+$"),
-     "/notifications/notification-definitions/{id}"),
+    (
+        re.compile(r"^/notifications/notification-definitions/[^/]+$"),
+        "/notifications/notification-definitions/{id}",
+    ),
 ]
 
 
@@ -80,8 +86,7 @@ def dumps(body: Any) -> bytes:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def process_id() -> str:
@@ -155,11 +160,17 @@ class Gate:
                 headers.append((b"concurrency-limit-limit", str(config.concurrency_limit).encode()))
                 headers.append((b"concurrency-limit-remaining", str(remaining_slots).encode()))
 
-        async def reply(status: int, body: Any, rate: tuple[int, int] | None,
-                        extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        async def reply(
+            status: int,
+            body: Any,
+            rate: tuple[int, int] | None,
+            extra: list[tuple[bytes, bytes]] | None = None,
+        ) -> None:
             payload = dumps(body)
-            headers = [(b"content-type", b"application/json"),
-                       (b"content-length", str(len(payload)).encode())]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
             headers.extend(extra or [])
             decorate(headers, rate)
             tenant.requests[f"{label} {status}"] += 1
@@ -171,8 +182,12 @@ class Gate:
             return
 
         if auth is None or not auth.startswith("Bearer ") or not tenant.token_valid(auth[7:]):
-            await reply(401, {"message": "Authentication error"}, None,
-                        [(b"www-authenticate", WWW_AUTHENTICATE.encode())])
+            await reply(
+                401,
+                {"message": "Authentication error"},
+                None,
+                [(b"www-authenticate", WWW_AUTHENTICATE.encode())],
+            )
             return
 
         allowed, remaining, reset = tenant.rate_check()
@@ -185,8 +200,12 @@ class Gate:
         if tenant.inflight >= config.concurrency_limit:
             tenant.count("throttled_429")
             tenant.count("throttled_concurrency")
-            await reply(429, _CONCURRENCY_BODY, rate,
-                        [(b"retry-after", str(config.concurrency_retry_after_s).encode())])
+            await reply(
+                429,
+                _CONCURRENCY_BODY,
+                rate,
+                [(b"retry-after", str(config.concurrency_retry_after_s).encode())],
+            )
             return
         tenant.inflight += 1
         tenant.peak = max(tenant.peak, tenant.inflight)
@@ -204,20 +223,26 @@ class Gate:
                     return
                 if faults.error_rate and random.random() < faults.error_rate:
                     tenant.count("faults_injected")
-                    status = random.choice(faults.error_statuses)
-                    await reply(status, _fault_body(status, request_id), rate,
-                                [(b"retry-after", b"1")] if status == 503 else None)
+                    fault_status = random.choice(faults.error_statuses)
+                    await reply(
+                        fault_status,
+                        _fault_body(fault_status, request_id),
+                        rate,
+                        [(b"retry-after", b"1")] if fault_status == 503 else None,
+                    )
                     return
             if method == "GET" and label == _GET_LABEL:
                 # The hot path of every sync: served without the router's overhead.
-                status, payload = self.get_subscription(path[len("/v1/subscriptions/"):],
-                                                        request_id)
-                headers = [(b"content-type", b"application/json"),
-                           (b"content-length", str(len(payload)).encode())]
+                status, payload = self.get_subscription(
+                    path[len("/v1/subscriptions/") :], request_id
+                )
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ]
                 decorate(headers, rate)
                 tenant.requests[f"{label} {status}"] += 1
-                await send({"type": "http.response.start", "status": status,
-                            "headers": headers})
+                await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": payload})
                 return
             await self._forward(scope, receive, send, label, decorate, rate)
@@ -235,7 +260,11 @@ class Gate:
         return 200, store.render_bytes(row)
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, label: str,
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        label: str,
         decorate: Callable[[list[tuple[bytes, bytes]], tuple[int, int] | None], None],
         rate: tuple[int, int] | None,
     ) -> None:
@@ -253,8 +282,12 @@ class Gate:
 
 
 def _error_body(request_id: str, code: str, message: str) -> dict[str, Any]:
-    return {"success": False, "processId": process_id(),
-            "reasons": [{"code": code, "message": message}], "requestId": request_id}
+    return {
+        "success": False,
+        "processId": process_id(),
+        "reasons": [{"code": code, "message": message}],
+        "requestId": request_id,
+    }
 
 
 def _fault_body(status: int, request_id: str) -> dict[str, Any]:
@@ -298,7 +331,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
     from zuora.sandbox.admin_routes import admin_routes
 
     admin_routes(app, tenant)
-    app.add_middleware(Gate, tenant=tenant)  # type: ignore[arg-type]
+    app.add_middleware(Gate, tenant=tenant)
     return app
 
 
@@ -309,22 +342,26 @@ def _oauth_routes(app: FastAPI, tenant: Tenant) -> None:
         raw = (await request.body()).decode("utf-8", "replace")
         form = {k: v[0] for k, v in parse_qs(raw).items()}
         if form.get("grant_type") != "client_credentials":
-            return json_response({"code": 400, "message": "grant_type must be client_credentials"},
-                                 400)
+            return json_response(
+                {"code": 400, "message": "grant_type must be client_credentials"}, 400
+            )
         if not (
             secrets.compare_digest(form.get("client_id", ""), tenant.config.client_id)
             and secrets.compare_digest(form.get("client_secret", ""), tenant.config.client_secret)
         ):
-            return json_response({"message": "Authentication error"}, 401,
-                                 {"WWW-Authenticate": WWW_AUTHENTICATE})
+            return json_response(
+                {"message": "Authentication error"}, 401, {"WWW-Authenticate": WWW_AUTHENTICATE}
+            )
         access, expires_in = tenant.issue_token()
-        return json_response({
-            "access_token": access,
-            "token_type": "bearer",
-            "expires_in": expires_in,
-            "scope": tenant.scope(),
-            "jti": uuid.uuid4().hex,
-        })
+        return json_response(
+            {
+                "access_token": access,
+                "token_type": "bearer",
+                "expires_in": expires_in,
+                "scope": tenant.scope(),
+                "jti": uuid.uuid4().hex,
+            }
+        )
 
 
 def _subscription_routes(app: FastAPI, tenant: Tenant) -> None:
@@ -347,12 +384,15 @@ def _subscription_routes(app: FastAPI, tenant: Tenant) -> None:
         try:
             wanted = int(version)
         except ValueError:
-            return rest_error(request_id_of(request), 400, "50000020",
-                              f"Invalid version {version}")
+            return rest_error(request_id_of(request), 400, "50000020", f"Invalid version {version}")
         rows = [r for r in store.versions(key) if r["version"] == wanted]
         if not rows:
-            return rest_error(request_id_of(request), 404, "50000040",
-                              f"The subscription {key} with version {version} is invalid.")
+            return rest_error(
+                request_id_of(request),
+                404,
+                "50000040",
+                f"The subscription {key} with version {version} is invalid.",
+            )
         return Response(dumps(store.render(rows[0])), media_type="application/json")
 
     async def body_or_error(request: Request) -> Any:
@@ -361,8 +401,9 @@ def _subscription_routes(app: FastAPI, tenant: Tenant) -> None:
         except orjson.JSONDecodeError:
             return rest_error(request_id_of(request), 400, "50000090", "Malformed JSON body")
         if not isinstance(body, dict):
-            return rest_error(request_id_of(request), 400, "50000090",
-                              "The body must be a JSON object")
+            return rest_error(
+                request_id_of(request), 400, "50000090", "The body must be a JSON object"
+            )
         return body
 
     @app.put("/v1/subscriptions/{key}")
@@ -376,9 +417,14 @@ def _subscription_routes(app: FastAPI, tenant: Tenant) -> None:
         except StoreError as exc:
             return failure(request, exc)
         tenant.fire(changes)
-        return json_response({"success": True, "subscriptionId": changes.subscription_id,
-                              "totalDeltaMrr": changes.delta_mrr,
-                              "totalDeltaTcv": changes.delta_tcv})
+        return json_response(
+            {
+                "success": True,
+                "subscriptionId": changes.subscription_id,
+                "totalDeltaMrr": changes.delta_mrr,
+                "totalDeltaTcv": changes.delta_tcv,
+            }
+        )
 
     @app.put("/v1/subscriptions/{key}/cancel")
     async def cancel(key: str, request: Request) -> Response:
@@ -391,10 +437,15 @@ def _subscription_routes(app: FastAPI, tenant: Tenant) -> None:
             return failure(request, exc)
         tenant.fire(changes)
         latest = store.latest(changes.subscription_number) or {}
-        return json_response({"success": True, "subscriptionId": changes.subscription_id,
-                              "cancelledDate": latest.get("cancelleddate"),
-                              "totalDeltaMrr": changes.delta_mrr,
-                              "totalDeltaTcv": changes.delta_tcv})
+        return json_response(
+            {
+                "success": True,
+                "subscriptionId": changes.subscription_id,
+                "cancelledDate": latest.get("cancelleddate"),
+                "totalDeltaMrr": changes.delta_mrr,
+                "totalDeltaTcv": changes.delta_tcv,
+            }
+        )
 
     @app.put("/v1/subscriptions/{key}/versions/{version}/customFields")
     async def custom_fields(key: str, version: str, request: Request) -> Response:
@@ -404,11 +455,17 @@ def _subscription_routes(app: FastAPI, tenant: Tenant) -> None:
             return body
         fields = body.get("customFields")
         if not isinstance(fields, dict):
-            return rest_error(request_id_of(request), 400, "50000022",
-                              "customFields is required: an object of custom field values")
+            return rest_error(
+                request_id_of(request),
+                400,
+                "50000022",
+                "customFields is required: an object of custom field values",
+            )
         try:
             changes = store.edit_custom_fields(
-                key, int(version), fields,
+                key,
+                int(version),
+                fields,
                 touch_updated=tenant.config.custom_field_edit_touches_updated_date,
             )
         except ValueError:
@@ -441,8 +498,10 @@ def _zoql_routes(app: FastAPI, tenant: Tenant) -> None:
         try:
             body = await read(request)
             parsed = parse_zoql(
-                body.get("queryString"), tenant.store.tables,  # type: ignore[arg-type]
-                lowercase_keywords=tenant.config.zoql_lowercase_keywords, tz=tenant.tz,
+                str(body.get("queryString") or ""),
+                tenant.store.tables,
+                lowercase_keywords=tenant.config.zoql_lowercase_keywords,
+                tz=tenant.tz,
             )
             return json_response(tenant.zoql.query(parsed, batch_size(body)))
         except ZoqlError as exc:
@@ -519,8 +578,9 @@ def _dataquery_routes(app: FastAPI, tenant: Tenant) -> None:
         """A job's result file (Zuora serves it from S3 behind an unguessable URL)."""
         path = dq.file(token, name)
         if path is None:
-            return Response(b"<Error><Code>NoSuchKey</Code></Error>", 404,
-                            media_type="application/xml")
+            return Response(
+                b"<Error><Code>NoSuchKey</Code></Error>", 404, media_type="application/xml"
+            )
         media = "application/octet-stream"
         if name.endswith((".gz", ".zip")):
             media = "application/gzip" if name.endswith(".gz") else "application/zip"
@@ -577,10 +637,11 @@ def _event_routes(app: FastAPI, tenant: Tenant) -> None:
         except ValidationError as exc:
             return _ev_error(400, str(exc))
         found = events.list_triggers(
-            params.get("baseObject"), params.get("eventTypeName"),
+            params.get("baseObject"),
+            params.get("eventTypeName"),
             None if active_raw is None else active_raw == "true",
         )
-        body: dict[str, Any] = {"data": [t.to_json() for t in found[start:start + limit]]}
+        body: dict[str, Any] = {"data": [t.to_json() for t in found[start : start + limit]]}
         if start + limit < len(found):
             body["next"] = str(request.url.include_query_params(start=start + limit, limit=limit))
         return json_response(body)
@@ -625,11 +686,14 @@ def _event_routes(app: FastAPI, tenant: Tenant) -> None:
         params = request.query_params
         found = events.list_definitions(params.get("eventTypeName"), params.get("profileId"))
         more = start + limit < len(found)
-        return json_response({
-            "next": f"/notification-definitions?start={start + limit}&limit={limit}"
-            if more else None,
-            "data": [d.public() for d in found[start:start + limit]],
-        })
+        return json_response(
+            {
+                "next": f"/notification-definitions?start={start + limit}&limit={limit}"
+                if more
+                else None,
+                "data": [d.public() for d in found[start : start + limit]],
+            }
+        )
 
     @app.get("/notifications/notification-definitions/{definition_id}")
     async def get_definition(definition_id: str) -> Response:
@@ -662,14 +726,17 @@ def _event_routes(app: FastAPI, tenant: Tenant) -> None:
             page = int(request.query_params.get("page", "1"))
         except ValueError:
             return rest_error(request_id_of(request), 400, "50000027", "Invalid page")
-        chunk = rows[(page - 1) * page_size: page * page_size]
+        chunk = rows[(page - 1) * page_size : page * page_size]
         more = page * page_size < len(rows)
-        return json_response({
-            "calloutHistories": chunk,
-            "nextPage": f"/v1/notification-history/callout?page={page + 1}&pageSize={page_size}"
-            if more else None,
-            "success": True,
-        })
+        return json_response(
+            {
+                "calloutHistories": chunk,
+                "nextPage": f"/v1/notification-history/callout?page={page + 1}&pageSize={page_size}"
+                if more
+                else None,
+                "success": True,
+            }
+        )
 
 
 def faults_from(current: Faults, patch: dict[str, Any]) -> Faults:
@@ -687,7 +754,7 @@ def runtime_update(config: SandboxConfig, patch: dict[str, Any]) -> SandboxConfi
     return SandboxConfig.model_validate(data)
 
 
-__all__ = ["create_app", "json_response", "rest_error", "faults_from", "runtime_update"]
+__all__ = ["create_app", "faults_from", "json_response", "rest_error", "runtime_update"]
 
 
 def stream_jsonl(rows: Any) -> StreamingResponse:

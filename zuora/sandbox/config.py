@@ -41,7 +41,7 @@ class Faults(BaseModel):
     spike_ms: float = Field(0.0, ge=0, description="extra latency of a spike")
     error_rate: float = Field(0.0, ge=0, le=1, description="share answered 500/502/503")
     error_statuses: list[Literal[500, 502, 503]] = Field(
-        default_factory=lambda: [500, 502, 503], min_length=1
+        default_factory=lambda: list[Literal[500, 502, 503]]([500, 502, 503]), min_length=1
     )
     timeout_rate: float = Field(0.0, ge=0, le=1, description="share held past the timeout")
     timeout_hold_s: float = Field(

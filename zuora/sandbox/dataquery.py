@@ -29,12 +29,12 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
 from zuora.sandbox.config import SandboxConfig
-from zuora.sandbox.schema import tenant_tz, tables
+from zuora.sandbox.schema import tables, tenant_tz
 from zuora.sandbox.store import connect
 from zuora.sandbox.zoql import ZoqlError, normalise_datetime
 
@@ -93,7 +93,9 @@ def _rewrite_pair(match: re.Match[str], tz: Any) -> str:
 
 
 _ALLOWED_ACTIONS = {
-    sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 }
 
@@ -158,11 +160,12 @@ class _TooMany(Exception):
 def _write(cursor: sqlite3.Cursor, names: list[str], spec: JobSpec) -> int:
     bools = [i for i, n in enumerate(names) if n in _BOOL_COLUMNS]
     path = Path(spec.path)
-    raw: IO[bytes]
-    if spec.compression == "GZIP":
-        raw = gzip.open(path, "wb", compresslevel=1)
-    else:
-        raw = open(path, "wb")  # noqa: SIM115 - closed below, or zipped
+    raw = cast(
+        IO[bytes],
+        gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - closed in the finally below
+        if spec.compression == "GZIP"
+        else open(path, "wb"),  # noqa: SIM115
+    )
     count = 0
     try:
         if spec.output_format == "JSON":
@@ -276,7 +279,11 @@ class DataQuery:
     """The jobs of one tenant and their scheduling."""
 
     def __init__(
-        self, config: SandboxConfig, base: Path, overlay: Path, files: Path,
+        self,
+        config: SandboxConfig,
+        base: Path,
+        overlay: Path,
+        files: Path,
         precheck: sqlite3.Connection,
     ) -> None:
         self.config = config
@@ -317,9 +324,10 @@ class DataQuery:
             raise QueryRefused(400, "sourceData must be LIVE or WAREHOUSE")
         translated = translate(sql, self.config.tenant_utc_offset)
         self._compile(translated)
-        if len(self.queue) >= self.config.dataquery_queue_limit and len(
-            self.running
-        ) >= self.config.dataquery_running_limit:
+        if (
+            len(self.queue) >= self.config.dataquery_queue_limit
+            and len(self.running) >= self.config.dataquery_running_limit
+        ):
             raise QueryRefused(
                 self.config.dataquery_queue_full_status,
                 f"Too many queries: {self.config.dataquery_running_limit} are running and "
@@ -363,8 +371,14 @@ class DataQuery:
         directory = self.files / job.file_token
         directory.mkdir(parents=True, exist_ok=True)
         spec = JobSpec(
-            str(self.base), str(self.overlay), self.config.custom_fields, job.sql,
-            job.output_format, job.separator, job.compression, str(directory / job.file_name),
+            str(self.base),
+            str(self.overlay),
+            self.config.custom_fields,
+            job.sql,
+            job.output_format,
+            job.separator,
+            job.compression,
+            str(directory / job.file_name),
             self.config.dataquery_max_output_rows,
         )
         try:
@@ -379,8 +393,10 @@ class DataQuery:
         self.running.discard(job.id)
         if job.status == "in_progress":
             if "error" in result:
-                job.status, job.error, job.error_code = "failed", result["error"], result.get(
-                    "code"
+                job.status, job.error, job.error_code = (
+                    "failed",
+                    result["error"],
+                    result.get("code"),
                 )
             else:
                 job.status, job.rows, job.ms = "completed", result["rows"], result["ms"]

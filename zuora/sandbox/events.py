@@ -61,8 +61,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _text(body: dict[str, Any], key: str, *, required: bool, max_len: int, min_len: int = 0,
-          where: str = "") -> str | None:
+def _text(
+    body: dict[str, Any],
+    key: str,
+    *,
+    required: bool,
+    max_len: int,
+    min_len: int = 0,
+    where: str = "",
+) -> str | None:
     value = body.get(key)
     label = f"{where}{key}"
     if value is None:
@@ -202,8 +209,13 @@ class Notification:
             "body": self.body.decode() if self.body else None,
             "attempts": [
                 {
-                    "attempt": a.attempt, "requestId": a.request_id, "status": a.status,
-                    "success": a.success, "error": a.error, "authSent": a.auth_sent, "at": a.at,
+                    "attempt": a.attempt,
+                    "requestId": a.request_id,
+                    "status": a.status,
+                    "success": a.success,
+                    "error": a.error,
+                    "authSent": a.auth_sent,
+                    "at": a.at,
                 }
                 for a in self.attempts
             ],
@@ -241,10 +253,12 @@ class Events:
         assert name is not None
         if not _EVENT_NAME.match(name):
             raise ValidationError("eventType.name must start with a letter and have no spaces")
-        display = _text(event, "displayName", required=True, max_len=500, min_len=1,
-                         where="eventType.")
-        event_description = _text(event, "description", required=False, max_len=1000,
-                                  where="eventType.")
+        display = _text(
+            event, "displayName", required=True, max_len=500, min_len=1, where="eventType."
+        )
+        event_description = _text(
+            event, "description", required=False, max_len=1000, where="eventType."
+        )
         namespace = event.get("namespace")
         if namespace not in (None, NAMESPACE):
             raise ValidationError(f"eventType.namespace must be {NAMESPACE}")
@@ -252,8 +266,16 @@ class Events:
             raise ValidationError(f"an event trigger for event type {name} already exists")
         if len(self.triggers) >= MAX_TRIGGERS:
             raise ValidationError(f"at most {MAX_TRIGGERS} event triggers per tenant")
-        trigger = Trigger(uuid.uuid4().hex, base, condition, description, name, str(display),
-                          event_description, active)
+        trigger = Trigger(
+            uuid.uuid4().hex,
+            base,
+            condition,
+            description,
+            name,
+            str(display),
+            event_description,
+            active,
+        )
         self.triggers[trigger.id] = trigger
         return trigger
 
@@ -263,14 +285,12 @@ class Events:
             return None
         if not isinstance(body, dict):
             raise ValidationError("the body must be a JSON object")
-        if "active" in body:
-            trigger_active = _flag(body, "active", default=None)
-        else:
-            trigger_active = trigger.active
+        trigger_active = _flag(body, "active", default=None) if "active" in body else trigger.active
         condition = _condition(body["condition"]) if "condition" in body else trigger.condition
         description = (
             _text(body, "description", required=False, max_len=1000)
-            if "description" in body else trigger.description
+            if "description" in body
+            else trigger.description
         )
         display, event_description = trigger.display_name, trigger.event_description
         event = body.get("eventType")
@@ -279,13 +299,20 @@ class Events:
                 raise ValidationError("eventType must be an object")
             if "name" in event and event["name"] != trigger.event_name:
                 raise ValidationError("eventType.name cannot be changed")
-            display = _text(event, "displayName", required=False, max_len=500, min_len=1,
-                            where="eventType.") or display
+            display = (
+                _text(
+                    event, "displayName", required=False, max_len=500, min_len=1, where="eventType."
+                )
+                or display
+            )
             if "description" in event:
-                event_description = _text(event, "description", required=False, max_len=1000,
-                                          where="eventType.")
+                event_description = _text(
+                    event, "description", required=False, max_len=1000, where="eventType."
+                )
         trigger.active, trigger.condition, trigger.description = (
-            trigger_active, condition, description,
+            trigger_active,
+            condition,
+            description,
         )
         trigger.display_name, trigger.event_description = display, event_description
         return trigger
@@ -294,7 +321,8 @@ class Events:
         self, base_object: str | None, event_name: str | None, active: bool | None
     ) -> list[Trigger]:
         return [
-            t for t in self.triggers.values()
+            t
+            for t in self.triggers.values()
             if (base_object is None or t.base_object == base_object)
             and (event_name is None or t.event_name == event_name)
             and (active is None or t.active == active)
@@ -315,8 +343,11 @@ class Events:
             return None
         if not isinstance(body, dict):
             raise ValidationError("the body must be a JSON object")
-        merged = {k: v for k, v in current.body.items()
-                  if k not in ("id", "createdBy", "createdOn", "updatedBy", "updatedOn")}
+        merged = {
+            k: v
+            for k, v in current.body.items()
+            if k not in ("id", "createdBy", "createdOn", "updatedBy", "updatedOn")
+        }
         if isinstance(merged.get("callout"), dict):
             callout = dict(merged["callout"])
             callout.pop("id", None)
@@ -326,18 +357,23 @@ class Events:
                 callout["calloutAuth"] = dict(callout["calloutAuth"], password=current.password)
             merged["callout"] = callout
         for key, value in body.items():
-            if key == "callout" and isinstance(value, dict) and isinstance(
-                merged.get("callout"), dict
+            if (
+                key == "callout"
+                and isinstance(value, dict)
+                and isinstance(merged.get("callout"), dict)
             ):
                 merged["callout"] = {**merged["callout"], **value}
             else:
                 merged[key] = value
         stored, password, condition = self._check_definition(merged, existing=current)
         stored["id"] = current.id
-        stored["createdBy"], stored["createdOn"] = current.body["createdBy"], current.body[
-            "createdOn"
-        ]
-        if isinstance(stored.get("callout"), dict) and isinstance(current.body.get("callout"), dict):
+        stored["createdBy"], stored["createdOn"] = (
+            current.body["createdBy"],
+            current.body["createdOn"],
+        )
+        if isinstance(stored.get("callout"), dict) and isinstance(
+            current.body.get("callout"), dict
+        ):
             stored["callout"]["id"] = current.body["callout"]["id"]
         current.body, current.password, current.filter_condition = stored, password, condition
         return current
@@ -354,9 +390,11 @@ class Events:
             raise ValidationError("eventTypeNamespace must be a string")
         profile = body.get("communicationProfileId")
         for other in self.definitions.values():
-            if other is not existing and other.body["name"] == name and other.body.get(
-                "communicationProfileId"
-            ) == profile:
+            if (
+                other is not existing
+                and other.body["name"] == name
+                and other.body.get("communicationProfileId") == profile
+            ):
                 raise ValidationError(f"a notification definition named {name!r} already exists")
         active = _flag(body, "active", default=True)
         callout_active = _flag(body, "calloutActive", default=False)
@@ -407,8 +445,7 @@ class Events:
     def _check_callout(self, raw: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         where = "callout."
         name = _text(raw, "name", required=True, max_len=255, min_len=1, where=where)
-        event_name = _text(raw, "eventTypeName", required=True, max_len=200, min_len=1,
-                           where=where)
+        event_name = _text(raw, "eventTypeName", required=True, max_len=200, min_len=1, where=where)
         url = _text(raw, "calloutBaseurl", required=True, max_len=1000, min_len=10, where=where)
         assert url is not None
         parts = urlsplit(url)
@@ -428,16 +465,28 @@ class Events:
             if not isinstance(auth_raw, dict):
                 raise ValidationError("callout.calloutAuth must be an object")
             auth = {
-                "username": _text(auth_raw, "username", required=required_auth, max_len=255,
-                                  where="callout.calloutAuth."),
+                "username": _text(
+                    auth_raw,
+                    "username",
+                    required=required_auth,
+                    max_len=255,
+                    where="callout.calloutAuth.",
+                ),
                 "password": None,
-                "domain": _text(auth_raw, "domain", required=False, max_len=255,
-                                where="callout.calloutAuth."),
-                "preemptive": _flag(auth_raw, "preemptive", default=False,
-                                    where="callout.calloutAuth."),
+                "domain": _text(
+                    auth_raw, "domain", required=False, max_len=255, where="callout.calloutAuth."
+                ),
+                "preemptive": _flag(
+                    auth_raw, "preemptive", default=False, where="callout.calloutAuth."
+                ),
             }
-            password = _text(auth_raw, "password", required=required_auth, max_len=255,
-                             where="callout.calloutAuth.")
+            password = _text(
+                auth_raw,
+                "password",
+                required=required_auth,
+                max_len=255,
+                where="callout.calloutAuth.",
+            )
             auth["password"] = password
         elif required_auth:
             raise ValidationError("callout.calloutAuth is required when requiredAuth is true")
@@ -449,9 +498,7 @@ class Events:
             raise ValidationError("callout.calloutParams must map names to strings")
         content_type = raw.get("contentType", "APPLICATION_JSON")
         if content_type not in _CONTENT_TYPES:
-            raise ValidationError(
-                f"callout.contentType must be one of {', '.join(_CONTENT_TYPES)}"
-            )
+            raise ValidationError(f"callout.contentType must be one of {', '.join(_CONTENT_TYPES)}")
         retry = _flag(raw, "calloutRetry", default=True, where=where)
         active = _flag(raw, "active", default=True, where=where)
         return {
@@ -473,7 +520,8 @@ class Events:
 
     def list_definitions(self, event_name: str | None, profile: str | None) -> list[Definition]:
         return [
-            d for d in self.definitions.values()
+            d
+            for d in self.definitions.values()
             if (event_name is None or d.event_name == event_name)
             and (profile is None or d.body.get("communicationProfileId") == profile)
         ]
@@ -507,24 +555,32 @@ class Events:
     def _visible(self, changes: list[Change]) -> list[Change]:
         """The changes custom events see, per the amendment-event setting."""
         mode = self.config.amend_events
-        inserts = any(c.object_name == "Subscription" and c.change_type == "INSERT"
-                      for c in changes)
+        inserts = any(
+            c.object_name == "Subscription" and c.change_type == "INSERT" for c in changes
+        )
         if not inserts or mode == "insert_and_update":
             return changes
         keep = "INSERT" if mode == "insert" else "UPDATE"
-        return [c for c in changes
-                if c.object_name != "Subscription" or c.change_type == keep]
+        return [c for c in changes if c.object_name != "Subscription" or c.change_type == keep]
 
     def _fire(
-        self, trigger: Trigger, change: Change, ctx: dict[str, Any], account: Row | None,
+        self,
+        trigger: Trigger,
+        change: Change,
+        ctx: dict[str, Any],
+        account: Row | None,
         number: str,
     ) -> int:
         started = 0
         for definition in list(self.definitions.values()):
             body = definition.body
             callout = body.get("callout")
-            if not (body["active"] and body["calloutActive"] and isinstance(callout, dict)
-                    and callout.get("active", True)):
+            if not (
+                body["active"]
+                and body["calloutActive"]
+                and isinstance(callout, dict)
+                and callout.get("active", True)
+            ):
                 continue
             if definition.event_name != trigger.event_name:
                 continue
@@ -542,8 +598,13 @@ class Events:
         return started
 
     def _build(
-        self, definition: Definition, callout: dict[str, Any], trigger: Trigger, change: Change,
-        account: Row | None, number: str,
+        self,
+        definition: Definition,
+        callout: dict[str, Any],
+        trigger: Trigger,
+        change: Change,
+        account: Row | None,
+        number: str,
     ) -> Notification:
         values = self._merge_values(trigger, change, account)
         params = {
@@ -579,7 +640,9 @@ class Events:
             created=_now_iso(),
         )
 
-    def _merge_values(self, trigger: Trigger, change: Change, account: Row | None) -> dict[str, Any]:
+    def _merge_values(
+        self, trigger: Trigger, change: Change, account: Row | None
+    ) -> dict[str, Any]:
         """Merge-field values by path: `Subscription.Name`, `Account.AccountNumber`, ..."""
         values: dict[str, Any] = {}
         current = change.new if change.new is not None else change.old or {}
@@ -597,7 +660,7 @@ class Events:
     def _lookup(self, path: str, values: dict[str, Any]) -> tuple[bool, Any]:
         path = path.strip()
         if path.startswith("DataSource."):
-            path = path[len("DataSource."):]
+            path = path[len("DataSource.") :]
         if path in values:
             return True, values[path]
         lowered = {k.lower(): v for k, v in values.items()}
@@ -710,8 +773,13 @@ class Events:
             )
             sent_auth = note.preemptive and auth_header is not None
             challenge = response.headers.get("www-authenticate", "")
-            if (response.status_code == 401 and auth_header is not None and not sent_auth
-                    and "basic" in challenge.lower() and "realm" in challenge.lower()):
+            if (
+                response.status_code == 401
+                and auth_header is not None
+                and not sent_auth
+                and "basic" in challenge.lower()
+                and "realm" in challenge.lower()
+            ):
                 # The challenge-response is the same request, so it keeps its request id.
                 self.count("callout_requests", 1)
                 response = await asyncio.wait_for(
@@ -719,11 +787,13 @@ class Events:
                 )
                 sent_auth = True
         except (TimeoutError, httpx.TimeoutException) as exc:
-            return self._attempt_record(note, number, request_id, -1, str(exc) or "timed out",
-                                        sent_auth, "")
+            return self._attempt_record(
+                note, number, request_id, -1, str(exc) or "timed out", sent_auth, ""
+            )
         except httpx.HTTPError as exc:
-            return self._attempt_record(note, number, request_id, -2, f"{type(exc).__name__}: "
-                                        f"{exc}", sent_auth, "")
+            return self._attempt_record(
+                note, number, request_id, -2, f"{type(exc).__name__}: {exc}", sent_auth, ""
+            )
         text = response.text[:60_000]
         success = response.status_code == 200
         error = None
@@ -731,8 +801,9 @@ class Events:
             success, error = _parsed_success(response)
         elif not success:
             error = f"HTTP {response.status_code}"
-        return self._attempt_record(note, number, request_id, response.status_code, error,
-                                    sent_auth, text, success=success)
+        return self._attempt_record(
+            note, number, request_id, response.status_code, error, sent_auth, text, success=success
+        )
 
     async def _send(
         self, note: Notification, url: str, headers: dict[str, str], auth: str | None
@@ -742,11 +813,30 @@ class Events:
         return await self._http().request(note.method, url, headers=headers, content=note.body)
 
     def _attempt_record(
-        self, note: Notification, number: int, request_id: str, status: int, error: str | None,
-        auth_sent: bool, response: str, *, success: bool = False,
+        self,
+        note: Notification,
+        number: int,
+        request_id: str,
+        status: int,
+        error: str | None,
+        auth_sent: bool,
+        response: str,
+        *,
+        success: bool = False,
     ) -> Attempt:
-        return Attempt(note.id, number, request_id, note.method, note.url, status, success,
-                       error, auth_sent, _now_iso(), response)
+        return Attempt(
+            note.id,
+            number,
+            request_id,
+            note.method,
+            note.url,
+            status,
+            success,
+            error,
+            auth_sent,
+            _now_iso(),
+            response,
+        )
 
     def history(self) -> list[dict[str, Any]]:
         return [n.summary() for n in self.notifications]
@@ -756,17 +846,19 @@ class Events:
         out = []
         for note in self.notifications:
             for a in note.attempts:
-                out.append({
-                    "attemptedNum": str(a.attempt),
-                    "createTime": a.at,
-                    "eventCategory": note.event_name,
-                    "eventContext": note.body.decode() if note.body else note.query,
-                    "notification": note.definition_id,
-                    "requestMethod": note.method,
-                    "requestUrl": note.url,
-                    "responseCode": str(a.status),
-                    "responseContent": a.response,
-                })
+                out.append(
+                    {
+                        "attemptedNum": str(a.attempt),
+                        "createTime": a.at,
+                        "eventCategory": note.event_name,
+                        "eventContext": note.body.decode() if note.body else note.query,
+                        "notification": note.definition_id,
+                        "requestMethod": note.method,
+                        "requestUrl": note.url,
+                        "responseCode": str(a.status),
+                        "responseContent": a.response,
+                    }
+                )
         return out
 
 

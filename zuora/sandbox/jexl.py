@@ -24,8 +24,17 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
-_WORD_OPS = {"and": "&&", "or": "||", "not": "!", "eq": "==", "ne": "!=", "gt": ">",
-             "lt": "<", "ge": ">=", "le": "<="}
+_WORD_OPS = {
+    "and": "&&",
+    "or": "||",
+    "not": "!",
+    "eq": "==",
+    "ne": "!=",
+    "gt": ">",
+    "lt": "<",
+    "ge": ">=",
+    "le": "<=",
+}
 _LITERALS = {"null": None, "true": True, "false": False}
 
 
@@ -47,7 +56,7 @@ def _tokenize(text: str) -> list[_Tok]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            raise JexlError(f"unexpected character {text[pos:pos + 1]!r} at {pos}")
+            raise JexlError(f"unexpected character {text[pos : pos + 1]!r} at {pos}")
         kind = match.lastgroup or ""
         raw = match.group(kind)
         start = match.start(kind)
@@ -201,8 +210,10 @@ def _equal(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
     if isinstance(a, bool) or isinstance(b, bool):
-        return _truthy(a) == _truthy(b) if isinstance(a, bool) and isinstance(b, bool) else (
-            str(a).lower() == str(b).lower()
+        return (
+            _truthy(a) == _truthy(b)
+            if isinstance(a, bool) and isinstance(b, bool)
+            else (str(a).lower() == str(b).lower())
         )
     na, nb = _number(a), _number(b)
     if na is not None and nb is not None and not (isinstance(a, str) and isinstance(b, str)):
@@ -219,7 +230,13 @@ def _order(op: str, a: Any, b: Any) -> bool:
         left, right = a, b
     else:
         return False
-    return {">": left > right, "<": left < right, ">=": left >= right, "<=": left <= right}[op]
+    outcome: bool = {
+        ">": left > right,
+        "<": left < right,
+        ">=": left >= right,
+        "<=": left <= right,
+    }[op]
+    return outcome
 
 
 def _truthy(value: Any) -> bool:

@@ -119,7 +119,9 @@ RATE_PLAN_CHARGE = Table(
 
 def subscription_table(custom_fields: tuple[str, ...]) -> Table:
     """The Subscription object with this tenant's custom fields as extra columns."""
-    return Table("Subscription", _SUBSCRIPTION_BASE + tuple(Column(n, "text") for n in custom_fields))
+    return Table(
+        "Subscription", _SUBSCRIPTION_BASE + tuple(Column(n, "text") for n in custom_fields)
+    )
 
 
 def tables(custom_fields: tuple[str, ...]) -> dict[str, Table]:

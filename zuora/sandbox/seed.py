@@ -70,43 +70,82 @@ def _hex_id(*parts: object) -> str:
 
 
 CATALOG: tuple[Plan, ...] = (
-    Plan("Platform", "SKU-00000001", "Platform Basic", (
-        Charge("Platform Fee", "Recurring", "FlatFee", "Month", 49.0, None),
-        Charge("Seats", "Recurring", "PerUnit", "Month", 12.0, "Seat"),
-    )),
-    Plan("Platform", "SKU-00000001", "Platform Pro", (
-        Charge("Platform Fee", "Recurring", "FlatFee", "Month", 199.0, None),
-        Charge("Seats", "Recurring", "PerUnit", "Month", 25.0, "Seat"),
-        Charge("Onboarding", "OneTime", "FlatFee", None, 500.0, None),
-    )),
-    Plan("Platform", "SKU-00000001", "Platform Enterprise", (
-        Charge("Platform Fee", "Recurring", "FlatFee", "Annual", 24000.0, None),
-        Charge("Seats", "Recurring", "Volume", "Annual", 300.0, "Seat"),
-        Charge("Premium Onboarding", "OneTime", "FlatFee", None, 5000.0, None),
-    )),
-    Plan("Support", "SKU-00000002", "Support Standard", (
-        Charge("Support Fee", "Recurring", "FlatFee", "Month", 99.0, None),
-    )),
-    Plan("Support", "SKU-00000002", "Support Premium", (
-        Charge("Support Fee", "Recurring", "FlatFee", "Quarter", 900.0, None),
-        Charge("Dedicated Engineer", "Recurring", "PerUnit", "Month", 1500.0, "Engineer"),
-    )),
-    Plan("Storage", "SKU-00000003", "Storage Add-on", (
-        Charge("Storage", "Recurring", "Tiered", "Month", 0.1, "GB"),
-        Charge("Egress", "Usage", "PerUnit", "Month", 0.05, "GB"),
-    )),
-    Plan("API", "SKU-00000004", "API Calls", (
-        Charge("API Calls", "Usage", "PerUnit", "Month", 0.002, "Call"),
-    )),
-    Plan("Discounts", "SKU-00000005", "Loyalty Discount", (
-        Charge("Loyalty Discount", "Recurring", "DiscountPercentage", "Month", 10.0, None),
-    )),
-    Plan("Training", "SKU-00000006", "Training Pack", (
-        Charge("Training Days", "OneTime", "PerUnit", None, 1200.0, "Day"),
-        Charge("Materials", "OneTime", "FlatFee", None, 150.0, None),
-    )),
+    Plan(
+        "Platform",
+        "SKU-00000001",
+        "Platform Basic",
+        (
+            Charge("Platform Fee", "Recurring", "FlatFee", "Month", 49.0, None),
+            Charge("Seats", "Recurring", "PerUnit", "Month", 12.0, "Seat"),
+        ),
+    ),
+    Plan(
+        "Platform",
+        "SKU-00000001",
+        "Platform Pro",
+        (
+            Charge("Platform Fee", "Recurring", "FlatFee", "Month", 199.0, None),
+            Charge("Seats", "Recurring", "PerUnit", "Month", 25.0, "Seat"),
+            Charge("Onboarding", "OneTime", "FlatFee", None, 500.0, None),
+        ),
+    ),
+    Plan(
+        "Platform",
+        "SKU-00000001",
+        "Platform Enterprise",
+        (
+            Charge("Platform Fee", "Recurring", "FlatFee", "Annual", 24000.0, None),
+            Charge("Seats", "Recurring", "Volume", "Annual", 300.0, "Seat"),
+            Charge("Premium Onboarding", "OneTime", "FlatFee", None, 5000.0, None),
+        ),
+    ),
+    Plan(
+        "Support",
+        "SKU-00000002",
+        "Support Standard",
+        (Charge("Support Fee", "Recurring", "FlatFee", "Month", 99.0, None),),
+    ),
+    Plan(
+        "Support",
+        "SKU-00000002",
+        "Support Premium",
+        (
+            Charge("Support Fee", "Recurring", "FlatFee", "Quarter", 900.0, None),
+            Charge("Dedicated Engineer", "Recurring", "PerUnit", "Month", 1500.0, "Engineer"),
+        ),
+    ),
+    Plan(
+        "Storage",
+        "SKU-00000003",
+        "Storage Add-on",
+        (
+            Charge("Storage", "Recurring", "Tiered", "Month", 0.1, "GB"),
+            Charge("Egress", "Usage", "PerUnit", "Month", 0.05, "GB"),
+        ),
+    ),
+    Plan(
+        "API",
+        "SKU-00000004",
+        "API Calls",
+        (Charge("API Calls", "Usage", "PerUnit", "Month", 0.002, "Call"),),
+    ),
+    Plan(
+        "Discounts",
+        "SKU-00000005",
+        "Loyalty Discount",
+        (Charge("Loyalty Discount", "Recurring", "DiscountPercentage", "Month", 10.0, None),),
+    ),
+    Plan(
+        "Training",
+        "SKU-00000006",
+        "Training Pack",
+        (
+            Charge("Training Days", "OneTime", "PerUnit", None, 1200.0, "Day"),
+            Charge("Materials", "OneTime", "FlatFee", None, 150.0, None),
+        ),
+    ),
 )
-_PLAN_WEIGHTS = (18, 14, 5, 12, 5, 8, 6, 4, 3)
+_PLAN_WEIGHTS: tuple[int, ...] = (18, 14, 5, 12, 5, 8, 6, 4, 3)
 
 
 _PLAN_IDS = {id(p): (_hex_id("product", p.product), _hex_id("prp", p.name)) for p in CATALOG}
@@ -124,29 +163,94 @@ def charge_catalog_id(plan: Plan, charge: Charge) -> str:
 
 _PERIOD_MONTHS = {"Month": 1, "Quarter": 3, "Annual": 12, None: 0}
 _CURRENCIES = (("USD", 1.0), ("EUR", 0.9), ("GBP", 0.8), ("AUD", 1.5), ("JPY", 150.0))
-_CURRENCY_WEIGHTS = (60, 18, 10, 6, 6)
+_CURRENCY_WEIGHTS: tuple[int, ...] = (60, 18, 10, 6, 6)
 _STATUSES = (
-    "Active", "Cancelled", "Suspended", "Pending Activation", "Pending Acceptance", "Draft",
+    "Active",
+    "Cancelled",
+    "Suspended",
+    "Pending Activation",
+    "Pending Acceptance",
+    "Draft",
     "Expired",
 )
-_STATUS_WEIGHTS = (820, 80, 40, 30, 15, 5, 10)
-_FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Linus", "Margaret", "Dennis",
-          "Frances", "John", "Radia", "Tim", "Katherine", "Guido", "Yukihiro", "Sophie", "Niklaus")
-_LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Torvalds",
-         "Hamilton", "Ritchie", "Allen", "Backus", "Perlman", "Lee", "Johnson", "Rossum",
-         "Matsumoto", "Wilson", "Wirth")
-_WORDS = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne",
-          "Tyrell", "Cyberdyne", "Soylent", "Wonka", "Aperture", "Black Mesa", "Massive",
-          "Dynamic", "Oceanic", "Nakatomi", "Gringotts", "Monarch")
+_STATUS_WEIGHTS: tuple[int, ...] = (820, 80, 40, 30, 15, 5, 10)
+_FIRST = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Ken",
+    "Linus",
+    "Margaret",
+    "Dennis",
+    "Frances",
+    "John",
+    "Radia",
+    "Tim",
+    "Katherine",
+    "Guido",
+    "Yukihiro",
+    "Sophie",
+    "Niklaus",
+)
+_LAST = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Thompson",
+    "Torvalds",
+    "Hamilton",
+    "Ritchie",
+    "Allen",
+    "Backus",
+    "Perlman",
+    "Lee",
+    "Johnson",
+    "Rossum",
+    "Matsumoto",
+    "Wilson",
+    "Wirth",
+)
+_WORDS = (
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Wonka",
+    "Aperture",
+    "Black Mesa",
+    "Massive",
+    "Dynamic",
+    "Oceanic",
+    "Nakatomi",
+    "Gringotts",
+    "Monarch",
+)
 _SUFFIX = ("Inc", "Ltd", "GmbH", "LLC", "Corp", "SA", "BV", "Pty Ltd", "KK", "Group")
-_PLACES = (("United States", "California", "San Francisco"), ("United States", "New York",
-           "New York"), ("Germany", None, "Berlin"), ("United Kingdom", None, "London"),
-           ("Australia", "New South Wales", "Sydney"), ("Japan", None, "Tokyo"),
-           ("France", None, "Paris"), ("Canada", "Ontario", "Toronto"))
+_PLACES = (
+    ("United States", "California", "San Francisco"),
+    ("United States", "New York", "New York"),
+    ("Germany", None, "Berlin"),
+    ("United Kingdom", None, "London"),
+    ("Australia", "New South Wales", "Sydney"),
+    ("Japan", None, "Tokyo"),
+    ("France", None, "Paris"),
+    ("Canada", "Ontario", "Toronto"),
+)
 _TIERS = ("Standard", "Premium", "Enterprise", "Basic", None)
-_TIER_WEIGHTS = (45, 20, 10, 12, 13)
+_TIER_WEIGHTS: tuple[int, ...] = (45, 20, 10, 12, 13)
 _SEATS = ("5", "10", "20", "25", "50", "100", "250", "500", "1000", "0", "")
-_SEAT_WEIGHTS = (8, 12, 10, 10, 8, 6, 3, 2, 1, 1, 1)
+_SEAT_WEIGHTS: tuple[int, ...] = (8, 12, 10, 10, 8, 6, 3, 2, 1, 1, 1)
 
 
 def _cum(weights: tuple[int, ...]) -> tuple[int, ...]:
@@ -229,17 +333,29 @@ class _Builder:
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         name = f"{rng.choice(_WORDS)} {rng.choice(_WORDS)} {rng.choice(_SUFFIX)}"
         account_id = _rid(rng)
-        self.accounts.append((
-            account_id, f"A{seq + 1:08d}", name,
-            "Active" if rng.random() < 0.97 else "Canceled", currency,
-            1 if rng.random() < 0.5 else rng.randint(2, 28),
-            rng.choice(("Net 30", "Net 30", "Due Upon Receipt", "Net 45", "Net 60")),
-            int(rng.random() < 0.6),
-            round(rng.random() * 2000, 2) if rng.random() < 0.3 else 0.0,
-            f"Batch{rng.randint(1, 5)}", self.ts(created), self.ts(updated),
-            first, last, f"{first.lower()}.{last.lower()}@example.com", country, state, city,
-            _rid(rng),
-        ))
+        self.accounts.append(
+            (
+                account_id,
+                f"A{seq + 1:08d}",
+                name,
+                "Active" if rng.random() < 0.97 else "Canceled",
+                currency,
+                1 if rng.random() < 0.5 else rng.randint(2, 28),
+                rng.choice(("Net 30", "Net 30", "Due Upon Receipt", "Net 45", "Net 60")),
+                int(rng.random() < 0.6),
+                round(rng.random() * 2000, 2) if rng.random() < 0.3 else 0.0,
+                f"Batch{rng.randint(1, 5)}",
+                self.ts(created),
+                self.ts(updated),
+                first,
+                last,
+                f"{first.lower()}.{last.lower()}@example.com",
+                country,
+                state,
+                city,
+                _rid(rng),
+            )
+        )
         return account_id, currency, scale
 
     def subscription(self, seq: int, account_id: str, scale: float) -> None:
@@ -278,24 +394,48 @@ class _Builder:
             if latest and status == "Cancelled":
                 cancelled = moments[-1].date() + timedelta(days=rng.randint(0, 30))
                 end = cancelled
-            updated = moments[v] if v < versions else moments[v - 1] + timedelta(
-                seconds=rng.randint(0, 3600)
+            updated = (
+                moments[v]
+                if v < versions
+                else moments[v - 1] + timedelta(seconds=rng.randint(0, 3600))
             )
             updated = min(updated, SEED_NOW)
             sub_id = ids[v - 1]
-            self.subscriptions.append((
-                sub_id, number, account_id, account_id, sub_status, v, f"{v}.0", ids[0],
-                ids[v - 2] if v > 1 else None, "TERMED" if termed else "EVERGREEN",
-                term, "Month" if termed else None, term, "Month" if termed else None,
-                renewal, "Month" if termed else None,
-                "RENEW_WITH_SPECIFIC_TERM" if termed else None,
-                int(termed and rng.random() < 0.7), start.isoformat(), start.isoformat(),
-                start.isoformat(), start.isoformat(), end.isoformat() if end else None,
-                start.isoformat(), _add_months(start, term).isoformat() if term else None,
-                cancelled.isoformat() if cancelled else None, int(rng.random() < 0.1),
-                "" if rng.random() < 0.8 else f"Renewal discussed with {rng.choice(_FIRST)}",
-                self.ts(moments[v - 1]), self.ts(updated), *custom,
-            ))
+            self.subscriptions.append(
+                (
+                    sub_id,
+                    number,
+                    account_id,
+                    account_id,
+                    sub_status,
+                    v,
+                    f"{v}.0",
+                    ids[0],
+                    ids[v - 2] if v > 1 else None,
+                    "TERMED" if termed else "EVERGREEN",
+                    term,
+                    "Month" if termed else None,
+                    term,
+                    "Month" if termed else None,
+                    renewal,
+                    "Month" if termed else None,
+                    "RENEW_WITH_SPECIFIC_TERM" if termed else None,
+                    int(termed and rng.random() < 0.7),
+                    start.isoformat(),
+                    start.isoformat(),
+                    start.isoformat(),
+                    start.isoformat(),
+                    end.isoformat() if end else None,
+                    start.isoformat(),
+                    _add_months(start, term).isoformat() if term else None,
+                    cancelled.isoformat() if cancelled else None,
+                    int(rng.random() < 0.1),
+                    "" if rng.random() < 0.8 else f"Renewal discussed with {rng.choice(_FIRST)}",
+                    self.ts(moments[v - 1]),
+                    self.ts(updated),
+                    *custom,
+                )
+            )
             self._write_plans(sub_id, plans, moments[v - 1], updated, term)
 
     def _initial_plans(self, seq: int, start: date, scale: float) -> list[dict[str, object]]:
@@ -316,19 +456,25 @@ class _Builder:
                 quantity = float(rng.choice((1, 2, 5, 10, 20, 25, 50, 100)))
             elif charge.model == "FlatFee":
                 quantity = 1.0
-            charges.append({
-                "catalog": charge,
-                "number": f"C-{seq + 1:07d}{index:01d}{k:01d}",
-                "original": None,
-                "quantity": quantity,
-                "price": round(charge.price * scale * rng.choice((0.8, 0.9, 1.0, 1.0, 1.0)), 2),
-                "version": 1,
-                "segment": 1,
-                "start": start,
-            })
+            charges.append(
+                {
+                    "catalog": charge,
+                    "number": f"C-{seq + 1:07d}{index:01d}{k:01d}",
+                    "original": None,
+                    "quantity": quantity,
+                    "price": round(charge.price * scale * rng.choice((0.8, 0.9, 1.0, 1.0, 1.0)), 2),
+                    "version": 1,
+                    "segment": 1,
+                    "start": start,
+                }
+            )
         return {
-            "plan": plan, "number": f"SRP-{seq + 1:07d}{index:01d}", "original": None,
-            "change": None, "amendment": None, "charges": charges,
+            "plan": plan,
+            "number": f"SRP-{seq + 1:07d}{index:01d}",
+            "original": None,
+            "change": None,
+            "amendment": None,
+            "charges": charges,
         }
 
     def _amend_plans(
@@ -352,7 +498,9 @@ class _Builder:
             assert isinstance(charges, list)
             charge = rng.choice(charges)
             if charge["quantity"] is not None:
-                charge["quantity"] = float(max(1, int(charge["quantity"]) + rng.choice((-5, 5, 10))))
+                charge["quantity"] = float(
+                    max(1, int(charge["quantity"]) + rng.choice((-5, 5, 10)))
+                )
             else:
                 charge["price"] = round(charge["price"] * 1.05, 2)
             charge["version"] = int(charge["version"]) + 1
@@ -378,17 +526,31 @@ class _Builder:
             plan_id = _rid(rng)
             if p["original"] is None:
                 p["original"] = plan_id
-            self.rate_plans.append((
-                plan_id, plan.name, sub_id, prp_id, p["amendment"], created_text, updated_text,
-                product_id, plan.product, plan.sku, p["change"], p["number"], seq_in_sub,
-                p["original"],
-            ))
+            self.rate_plans.append(
+                (
+                    plan_id,
+                    plan.name,
+                    sub_id,
+                    prp_id,
+                    p["amendment"],
+                    created_text,
+                    updated_text,
+                    product_id,
+                    plan.product,
+                    plan.sku,
+                    p["change"],
+                    p["number"],
+                    seq_in_sub,
+                    p["original"],
+                )
+            )
             charges = p["charges"]
             assert isinstance(charges, list)
             for k, c in enumerate(charges):
                 self.charges.append(
-                    charge_row(plan, c, _rid(rng), plan_id, sub_id, term, k, created_text,
-                               updated_text)
+                    charge_row(
+                        plan, c, _rid(rng), plan_id, sub_id, term, k, created_text, updated_text
+                    )
                 )
 
 
@@ -410,7 +572,11 @@ def charge_row(
         c["original"] = charge_id
     price = float(c["price"])  # type: ignore[arg-type]
     quantity = c["quantity"]
-    amount = price * float(quantity) if quantity is not None and charge.model != "FlatFee" else price
+    amount = (
+        price * float(quantity)  # type: ignore[arg-type]
+        if quantity is not None and charge.model != "FlatFee"
+        else price
+    )
     months = _PERIOD_MONTHS[charge.period]
     mrr: float | None = None
     tcv: float
@@ -432,13 +598,37 @@ def charge_row(
     if charge.model == "DiscountPercentage":
         summary = f"{price:g}% discount"
     return (
-        charge_id, charge.name, c["number"], plan_id, c["original"],
-        charge_catalog_id(plan, charge), charge.type, charge.model, charge.period, quantity,
-        charge.uom, mrr, tcv, mrr, tcv, start.isoformat(), end.isoformat() if end else None,
-        None, "ContractEffective", c["segment"], c["version"], 1, "", created_text,
-        updated_text, sub_id, price,
+        charge_id,
+        charge.name,
+        c["number"],
+        plan_id,
+        c["original"],
+        charge_catalog_id(plan, charge),
+        charge.type,
+        charge.model,
+        charge.period,
+        quantity,
+        charge.uom,
+        mrr,
+        tcv,
+        mrr,
+        tcv,
+        start.isoformat(),
+        end.isoformat() if end else None,
+        None,
+        "ContractEffective",
+        c["segment"],
+        c["version"],
+        1,
+        "",
+        created_text,
+        updated_text,
+        sub_id,
+        price,
         "Per_Billing_Period" if charge.type == "Recurring" else None,
-        "IN_ADVANCE" if charge.type == "Recurring" else None, summary, position,
+        "IN_ADVANCE" if charge.type == "Recurring" else None,
+        summary,
+        position,
     )
 
 

@@ -82,8 +82,7 @@ def running_sandbox(
 
 
 def _handle(url: str, config: SandboxConfig) -> RunningSandbox:
-    return RunningSandbox(url, config.client_id, config.client_secret, config,
-                          SandboxAdmin(url))
+    return RunningSandbox(url, config.client_id, config.client_secret, config, SandboxAdmin(url))
 
 
 @contextmanager
@@ -94,15 +93,16 @@ def _in_thread(config: SandboxConfig, startup_timeout: float) -> Iterator[str]:
     sock = _bind()
     port = sock.getsockname()[1]
     server = _ThreadServer(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                       timeout_graceful_shutdown=2)
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
     )
     errors: list[BaseException] = []
 
     def serve() -> None:
         try:
             asyncio.run(server.serve(sockets=[sock]))
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=serve, name=f"zuora-sandbox-{port}", daemon=True)
@@ -126,27 +126,48 @@ def cli_args(config: SandboxConfig) -> list[str]:
     """`zuora-sync sandbox` options that reproduce a config."""
     f = config.faults
     args = [
-        "--port", "0",
-        "--subscriptions", str(config.subscriptions),
-        "--seed", str(config.seed),
-        "--tenant-id", config.tenant_id,
-        "--concurrency-limit", str(config.concurrency_limit),
-        "--rate-limit", str(config.rate_limit_per_window),
-        "--rate-window", str(config.rate_limit_window_s),
-        "--latency-ms", str(f.latency_ms),
-        "--latency-jitter-ms", str(f.latency_jitter_ms),
-        "--spike-rate", str(f.spike_rate),
-        "--spike-ms", str(f.spike_ms),
-        "--error-rate", str(f.error_rate),
-        "--timeout-rate", str(f.timeout_rate),
-        "--timeout-hold", str(f.timeout_hold_s),
-        "--drop-callouts", str(f.callout_drop_rate),
-        "--callout-retry-interval", str(config.callout_retry_interval_s),
-        "--callout-attempts", str(config.callout_max_attempts),
-        "--max-output-rows", str(config.dataquery_max_output_rows),
-        "--token-ttl", str(config.token_ttl_s),
-        "--utc-offset", config.tenant_utc_offset,
-        "--custom-fields", ",".join(config.custom_fields),
+        "--port",
+        "0",
+        "--subscriptions",
+        str(config.subscriptions),
+        "--seed",
+        str(config.seed),
+        "--tenant-id",
+        config.tenant_id,
+        "--concurrency-limit",
+        str(config.concurrency_limit),
+        "--rate-limit",
+        str(config.rate_limit_per_window),
+        "--rate-window",
+        str(config.rate_limit_window_s),
+        "--latency-ms",
+        str(f.latency_ms),
+        "--latency-jitter-ms",
+        str(f.latency_jitter_ms),
+        "--spike-rate",
+        str(f.spike_rate),
+        "--spike-ms",
+        str(f.spike_ms),
+        "--error-rate",
+        str(f.error_rate),
+        "--timeout-rate",
+        str(f.timeout_rate),
+        "--timeout-hold",
+        str(f.timeout_hold_s),
+        "--drop-callouts",
+        str(f.callout_drop_rate),
+        "--callout-retry-interval",
+        str(config.callout_retry_interval_s),
+        "--callout-attempts",
+        str(config.callout_max_attempts),
+        "--max-output-rows",
+        str(config.dataquery_max_output_rows),
+        "--token-ttl",
+        str(config.token_ttl_s),
+        "--utc-offset",
+        config.tenant_utc_offset,
+        "--custom-fields",
+        ",".join(config.custom_fields),
     ]
     if config.cache_dir is not None:
         args += ["--cache-dir", str(config.cache_dir)]
@@ -160,10 +181,15 @@ def _in_process(config: SandboxConfig, startup_timeout: float) -> Iterator[str]:
     env["ZUORA_CLIENT_SECRET"] = config.client_secret
     command = [sys.executable, "-m", "zuora_sync", "sandbox", *cli_args(config)]
     proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
         start_new_session=True,
     )
     url = None
+    drain: threading.Thread | None = None
     seen: list[str] = []
     deadline = time.monotonic() + startup_timeout
     assert proc.stdout is not None
@@ -190,3 +216,6 @@ def _in_process(config: SandboxConfig, startup_timeout: float) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if drain is not None:
+            drain.join(timeout=5)
+        proc.stdout.close()

@@ -87,7 +87,9 @@ def view_sql(table: Table) -> str:
     )
 
 
-def connect(base: Path, overlay: Path, custom_fields: tuple[str, ...], *, writer: bool) -> sqlite3.Connection:
+def connect(
+    base: Path, overlay: Path, custom_fields: tuple[str, ...], *, writer: bool
+) -> sqlite3.Connection:
     """A connection that sees the tenant: overlay as `main`, base as `b`, views in `temp`."""
     mode = "rw" if writer else "ro"
     con = sqlite3.connect(
@@ -121,12 +123,29 @@ def new_id() -> str:
 
 
 _NULLABLE_REST_CHARGE = (
-    "applyDiscountTo", "billingDay", "chargedThroughDate", "discountAmount", "discountClass",
-    "discountLevel", "discountPercentage", "includedUnits", "numberOfPeriods",
-    "overageCalculationOption", "overagePrice", "overageUnusedUnitsCreditOption",
-    "priceIncreasePercentage", "processedThroughDate", "smoothingModel",
-    "specificBillingPeriod", "specificEndDate", "triggerDate", "unusedUnitsCreditRates",
-    "upToPeriods", "upToPeriodsType", "usageRecordRatingOption", "amendedByOrderOn",
+    "applyDiscountTo",
+    "billingDay",
+    "chargedThroughDate",
+    "discountAmount",
+    "discountClass",
+    "discountLevel",
+    "discountPercentage",
+    "includedUnits",
+    "numberOfPeriods",
+    "overageCalculationOption",
+    "overagePrice",
+    "overageUnusedUnitsCreditOption",
+    "priceIncreasePercentage",
+    "processedThroughDate",
+    "smoothingModel",
+    "specificBillingPeriod",
+    "specificEndDate",
+    "triggerDate",
+    "unusedUnitsCreditRates",
+    "upToPeriods",
+    "upToPeriodsType",
+    "usageRecordRatingOption",
+    "amendedByOrderOn",
 )
 
 
@@ -242,7 +261,7 @@ class Store:
         """Plans and charges of an untouched version in one indexed join (the hot path)."""
         plans: dict[str, tuple[Row, list[Row]]] = {}
         cur = self.con.execute(self._join_sql, (sub_id,))
-        cur.row_factory = None  # type: ignore[assignment]
+        cur.row_factory = None
         n_plan = self._plan_width
         for values in cur:
             plan_id = values[0]
@@ -275,12 +294,25 @@ class Store:
         mrr = sum(c.get("mrr") or 0.0 for p in rendered_plans for c in p["ratePlanCharges"])
         tcv = sum(c.get("tcv") or 0.0 for p in rendered_plans for c in p["ratePlanCharges"])
         contact = {
-            "id": account.get("contactid"), "firstName": account.get("firstname"),
-            "lastName": account.get("lastname"), "workEmail": account.get("workemail"),
-            "country": account.get("country"), "state": account.get("state"),
-            "city": account.get("city"), "address1": "", "address2": "", "zipCode": "",
-            "county": None, "fax": "", "homePhone": "", "mobilePhone": "", "nickname": "",
-            "otherPhone": "", "otherPhoneType": None, "personalEmail": "", "taxRegion": None,
+            "id": account.get("contactid"),
+            "firstName": account.get("firstname"),
+            "lastName": account.get("lastname"),
+            "workEmail": account.get("workemail"),
+            "country": account.get("country"),
+            "state": account.get("state"),
+            "city": account.get("city"),
+            "address1": "",
+            "address2": "",
+            "zipCode": "",
+            "county": None,
+            "fax": "",
+            "homePhone": "",
+            "mobilePhone": "",
+            "nickname": "",
+            "otherPhone": "",
+            "otherPhoneType": None,
+            "personalEmail": "",
+            "taxRegion": None,
             "workPhone": "",
         }
         body: dict[str, Any] = {
@@ -383,43 +415,49 @@ class Store:
         }
 
     def _render_charge(self, c: Row, account: Row) -> dict[str, Any]:
-        body: dict[str, Any] = {name: None for name in _NULLABLE_REST_CHARGE}
-        body.update({
-            "id": c["id"],
-            "originalChargeId": c["originalid"],
-            "productRatePlanChargeId": c["productrateplanchargeid"],
-            "number": c["chargenumber"],
-            "name": c["name"],
-            "type": c["chargetype"],
-            "model": c["chargemodel"],
-            "uom": c["uom"],
-            "version": c["version"],
-            "segment": c["segment"],
-            "isLastSegment": bool(c["islastsegment"]),
-            "description": c["description"],
-            "currency": account.get("currency"),
-            "price": c["price"] if c["chargemodel"] != "DiscountPercentage" else None,
-            "discountPercentage": c["price"] if c["chargemodel"] == "DiscountPercentage" else None,
-            "quantity": c["quantity"],
-            "listPriceBase": c["listpricebase"],
-            "pricingSummary": c["pricingsummary"],
-            "priceChangeOption": "NoChange" if c["chargetype"] == "Recurring" else None,
-            "billingPeriod": c["billingperiod"],
-            "billingPeriodAlignment": "AlignToCharge" if c["chargetype"] != "OneTime" else None,
-            "billingTiming": c["billingtiming"],
-            "billingDay": "DefaultFromCustomer" if c["chargetype"] != "OneTime" else None,
-            "effectiveStartDate": c["effectivestartdate"],
-            "effectiveEndDate": c["effectiveenddate"],
-            "chargedThroughDate": c["chargedthroughdate"],
-            "triggerEvent": c["triggerevent"],
-            "endDateCondition": "One_Time" if c["chargetype"] == "OneTime" else "Subscription_End",
-            "mrr": c["mrr"],
-            "tcv": c["tcv"],
-            "dmrc": c["dmrc"],
-            "dtcv": c["dtcv"],
-            "done": c["chargetype"] == "OneTime",
-            "tiers": None,
-        })
+        body: dict[str, Any] = dict.fromkeys(_NULLABLE_REST_CHARGE)
+        body.update(
+            {
+                "id": c["id"],
+                "originalChargeId": c["originalid"],
+                "productRatePlanChargeId": c["productrateplanchargeid"],
+                "number": c["chargenumber"],
+                "name": c["name"],
+                "type": c["chargetype"],
+                "model": c["chargemodel"],
+                "uom": c["uom"],
+                "version": c["version"],
+                "segment": c["segment"],
+                "isLastSegment": bool(c["islastsegment"]),
+                "description": c["description"],
+                "currency": account.get("currency"),
+                "price": c["price"] if c["chargemodel"] != "DiscountPercentage" else None,
+                "discountPercentage": c["price"]
+                if c["chargemodel"] == "DiscountPercentage"
+                else None,
+                "quantity": c["quantity"],
+                "listPriceBase": c["listpricebase"],
+                "pricingSummary": c["pricingsummary"],
+                "priceChangeOption": "NoChange" if c["chargetype"] == "Recurring" else None,
+                "billingPeriod": c["billingperiod"],
+                "billingPeriodAlignment": "AlignToCharge" if c["chargetype"] != "OneTime" else None,
+                "billingTiming": c["billingtiming"],
+                "billingDay": "DefaultFromCustomer" if c["chargetype"] != "OneTime" else None,
+                "effectiveStartDate": c["effectivestartdate"],
+                "effectiveEndDate": c["effectiveenddate"],
+                "chargedThroughDate": c["chargedthroughdate"],
+                "triggerEvent": c["triggerevent"],
+                "endDateCondition": "One_Time"
+                if c["chargetype"] == "OneTime"
+                else "Subscription_End",
+                "mrr": c["mrr"],
+                "tcv": c["tcv"],
+                "dmrc": c["dmrc"],
+                "dtcv": c["dtcv"],
+                "done": c["chargetype"] == "OneTime",
+                "tiers": None,
+            }
+        )
         return body
 
     # --- changing -----------------------------------------------------------------------
@@ -512,17 +550,19 @@ class Store:
             self._replace(self.sub_table, new)
         self.overlay_names.add(number)
         changes.changes.append(
-            Change("Subscription", "UPDATE", self._public(self.sub_table, new),
-                   self._public(self.sub_table, old))
+            Change(
+                "Subscription",
+                "UPDATE",
+                self._public(self.sub_table, new),
+                self._public(self.sub_table, old),
+            )
         )
         return changes
 
     def amend(self, key: str, body: dict[str, Any]) -> ChangeSet:
         """The legacy 'Update a subscription': a new version with the requested changes."""
         old = self.resolve(key, latest_for_old_id=True)
-        custom = self.check_custom_fields(
-            {k: v for k, v in body.items() if k.endswith("__c")}
-        )
+        custom = self.check_custom_fields({k: v for k, v in body.items() if k.endswith("__c")})
         return self._new_version(old, body, custom, status=None, cancelled=None)
 
     def cancel(self, key: str, body: dict[str, Any]) -> ChangeSet:
@@ -565,8 +605,12 @@ class Store:
         new = dict(old)
         new_id = _fresh_id()
         new.update(
-            id=new_id, version=old["version"] + 1, revision=f"{old['version'] + 1}.0",
-            previoussubscriptionid=old["id"], createddate=now, updateddate=now,
+            id=new_id,
+            version=old["version"] + 1,
+            revision=f"{old['version'] + 1}.0",
+            previoussubscriptionid=old["id"],
+            createddate=now,
+            updateddate=now,
             status=status or ("Active" if old["status"] == "Expired" else old["status"]),
         )
         for name, value in custom.items():
@@ -594,8 +638,12 @@ class Store:
             Change("Subscription", "INSERT", self._public(self.sub_table, new), None)
         )
         changes.changes.append(
-            Change("Subscription", "UPDATE", self._public(self.sub_table, expired),
-                   self._public(self.sub_table, old))
+            Change(
+                "Subscription",
+                "UPDATE",
+                self._public(self.sub_table, expired),
+                self._public(self.sub_table, old),
+            )
         )
         changes.changes.extend(plan_changes)
         return changes
@@ -619,8 +667,15 @@ class Store:
             raise StoreError("53100020", f"Invalid ratePlanId {missing}")
         old_mrr = old_tcv = new_mrr = new_tcv = 0.0
         for seq, (plan, charges) in enumerate(plans):
-            new_plan = dict(plan, id=_fresh_id(), subscriptionid=new["id"], createddate=now,
-                            updateddate=now, lastchangetype=None, amendmenttype=None)
+            new_plan = dict(
+                plan,
+                id=_fresh_id(),
+                subscriptionid=new["id"],
+                createddate=now,
+                updateddate=now,
+                lastchangetype=None,
+                amendmenttype=None,
+            )
             update = updates.get(plan["id"])
             if plan["id"] in removes:
                 new_plan.update(lastchangetype="Remove", amendmenttype="RemoveProduct")
@@ -636,8 +691,14 @@ class Store:
             for charge in charges:
                 old_mrr += charge["mrr"] or 0.0
                 old_tcv += charge["tcv"] or 0.0
-                new_charge = dict(charge, id=_fresh_id(), rateplanid=new_plan["id"],
-                                  subscriptionid=new["id"], createddate=now, updateddate=now)
+                new_charge = dict(
+                    charge,
+                    id=_fresh_id(),
+                    rateplanid=new_plan["id"],
+                    subscriptionid=new["id"],
+                    createddate=now,
+                    updateddate=now,
+                )
                 detail = details.get(charge["id"])
                 if detail is not None:
                     _apply_charge_update(new_charge, detail)
@@ -673,11 +734,19 @@ class Store:
         except ValueError:
             raise StoreError("53100020", "contractEffectiveDate must be yyyy-mm-dd") from None
         plan_row: Row = {
-            "id": plan_id, "name": plan.name, "subscriptionid": new["id"],
-            "productrateplanid": prp_id, "amendmenttype": "NewProduct", "createddate": now,
-            "updateddate": now, "productid": product_id, "productname": plan.product,
-            "productsku": plan.sku, "lastchangetype": "Add",
-            "rateplannumber": f"SRP-{uuid.uuid4().int % 10**8:08d}", "seq": position,
+            "id": plan_id,
+            "name": plan.name,
+            "subscriptionid": new["id"],
+            "productrateplanid": prp_id,
+            "amendmenttype": "NewProduct",
+            "createddate": now,
+            "updateddate": now,
+            "productid": product_id,
+            "productname": plan.product,
+            "productsku": plan.sku,
+            "lastchangetype": "Add",
+            "rateplannumber": f"SRP-{uuid.uuid4().int % 10**8:08d}",
+            "seq": position,
             "originalrateplanid": plan_id,
         }
         overrides = {
@@ -688,9 +757,14 @@ class Store:
         rows = []
         for k, charge in enumerate(plan.charges):
             state: dict[str, object] = {
-                "catalog": charge, "number": f"C-{uuid.uuid4().int % 10**8:08d}",
-                "original": None, "quantity": _default_quantity(charge), "price": charge.price,
-                "version": 1, "segment": 1, "start": start,
+                "catalog": charge,
+                "number": f"C-{uuid.uuid4().int % 10**8:08d}",
+                "original": None,
+                "quantity": _default_quantity(charge),
+                "price": charge.price,
+                "version": 1,
+                "segment": 1,
+                "start": start,
             }
             override = overrides.get(charge_catalog_id(plan, charge))
             if override is not None:
@@ -698,8 +772,9 @@ class Store:
                     state["quantity"] = float(override["quantity"])
                 if override.get("price") is not None:
                     state["price"] = float(override["price"])
-            values = charge_row(plan, state, _fresh_id(), plan_id, new["id"],
-                                new["initialterm"], k, now, now)
+            values = charge_row(
+                plan, state, _fresh_id(), plan_id, new["id"], new["initialterm"], k, now, now
+            )
             rows.append(dict(zip([c.sql for c in RATE_PLAN_CHARGE.columns], values, strict=True)))
         return plan_row, rows
 

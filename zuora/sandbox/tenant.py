@@ -24,8 +24,14 @@ from zuora.sandbox.zoql import Zoql
 
 # Config fields that may change while the tenant runs (the data set may not).
 RUNTIME_FIELDS = frozenset(SandboxConfig.model_fields) - {
-    "subscriptions", "seed", "custom_fields", "cache_dir", "cache_min_subscriptions",
-    "work_dir", "tenant_utc_offset", "dataquery_workers",
+    "subscriptions",
+    "seed",
+    "custom_fields",
+    "cache_dir",
+    "cache_min_subscriptions",
+    "work_dir",
+    "tenant_utc_offset",
+    "dataquery_workers",
 }
 
 
@@ -43,12 +49,14 @@ class Tenant:
         self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="zuora-sandbox-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         cached = (
-            config.cache_dir is not None
-            and config.subscriptions >= config.cache_min_subscriptions
+            config.cache_dir is not None and config.subscriptions >= config.cache_min_subscriptions
         )
         base_dir = config.cache_dir if cached and config.cache_dir else self.work_dir / "base"
         self.base = ensure_base(
-            base_dir, config.subscriptions, config.seed, config.custom_fields,
+            base_dir,
+            config.subscriptions,
+            config.seed,
+            config.custom_fields,
             config.tenant_utc_offset,
         )
         overlay = self.work_dir / f"overlay-{uuid.uuid4().hex[:8]}.sqlite"

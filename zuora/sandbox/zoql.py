@@ -72,7 +72,7 @@ def _tokenize(query: str) -> list[_Tok]:
     while pos < len(query):
         match = _TOKEN.match(query, pos)
         if match is None or match.end() == pos:
-            raise _malformed(f"unexpected {query[pos:pos + 20]!r}")
+            raise _malformed(f"unexpected {query[pos : pos + 20]!r}")
         kind = match.lastgroup or ""
         out.append(_Tok(kind, match.group(kind)))
         pos = match.end()
@@ -143,7 +143,7 @@ class _Parser:
             if tok.kind != "word" or tok.text.lower() in _KEYWORDS:
                 raise _malformed(f"expected a field name, found {tok.text!r}")
             fields.append(self.column(tok.text))
-        where_sql, args = "1", []
+        where_sql, args = "1", list[Any]()
         if self.peek() is not None:
             self.keyword("where")
             where_sql, args = self.or_()
