@@ -47,6 +47,7 @@ def admin_routes(app: FastAPI, tenant: Tenant) -> None:
         return json_response(
             {
                 "status": "ok",
+                "warm": store.warm.is_set(),
                 "subscriptions": tenant.config.subscriptions,
                 "seed": tenant.config.seed,
                 "tenantId": tenant.config.tenant_id,

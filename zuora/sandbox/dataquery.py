@@ -15,12 +15,11 @@ the same as ZOQL records.
 from __future__ import annotations
 
 import asyncio
-import csv
 import gzip
-import io
 import multiprocessing
 import re
 import secrets
+import shutil
 import sqlite3
 import time
 import uuid
@@ -29,19 +28,19 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
-import orjson
+import duckdb
+import pyarrow as pa
 
 from zuora.sandbox.config import SandboxConfig
 from zuora.sandbox.schema import tables, tenant_tz
-from zuora.sandbox.store import connect
+from zuora.sandbox.seed import parquet_path, to_arrow
 from zuora.sandbox.zoql import ZoqlError, normalise_datetime
 
 SANDBOX_USER_UUID = "8a8082c4-5aa8-1b51-015a-d64396090f5c"
 _FORMATS = {"JSON": "jsonl", "CSV": "csv", "TSV": "tsv", "DSV": "dsv"}
 _COMPRESSIONS = ("NONE", "GZIP", "ZIP")
-_BOOL_COLUMNS = {"autorenew", "isinvoiceseparate", "autopay", "islastsegment"}
 _LITERAL = re.compile(r"\b(TIMESTAMP|DATE)\s*('(?:[^']|'')*')", re.IGNORECASE)
 _STRINGS_OR_COMMENTS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
@@ -92,23 +91,42 @@ def _rewrite_pair(match: re.Match[str], tz: Any) -> str:
         raise QueryRefused(400, exc.message) from None
 
 
-_ALLOWED_ACTIONS = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
-}
-
-
-def _authorizer(action: int, *_args: Any) -> int:
-    return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
-
-
-def open_reader(base: str, overlay: str, custom_fields: tuple[str, ...]) -> sqlite3.Connection:
-    """A read-only connection for job SQL: views set up, then only reads authorised."""
-    con = connect(Path(base), Path(overlay), custom_fields, writer=False)
-    con.execute("PRAGMA query_only=ON")
-    con.set_authorizer(_authorizer)
+def open_engine(
+    base: str, overlay: str | None, custom_fields: tuple[str, ...], writable: list[str]
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that sees the tenant: the base's Parquet copies minus masked rows,
+    plus the overlay's rows. Only the base's and the given directories are reachable."""
+    con = duckdb.connect(
+        config={
+            "threads": 2,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
+    )
+    masked: list[str] = []
+    overlay_rows: dict[str, list[tuple[Any, ...]]] = {}
+    if overlay is not None:
+        reader = sqlite3.connect(f"file:{overlay}?mode=ro", uri=True)
+        try:
+            masked = [r[0] for r in reader.execute("SELECT id FROM masked")]
+            for name in tables(custom_fields):
+                overlay_rows[name] = reader.execute(f"SELECT * FROM {name}").fetchall()
+        finally:
+            reader.close()
+    con.register("__zs_masked", pa.table({"id": pa.array(masked, pa.string())}))
+    base_path = Path(base)
+    for name, table in tables(custom_fields).items():
+        con.register(f"__zs_overlay_{name}", to_arrow(table, overlay_rows.get(name, [])))
+        cols = ", ".join(c.sql for c in table.public_columns)
+        source = str(parquet_path(base_path, name)).replace("'", "''")
+        con.execute(
+            f"CREATE VIEW {name} AS SELECT {cols} FROM read_parquet('{source}') "
+            "WHERE id NOT IN (SELECT id FROM __zs_masked) "
+            f"UNION ALL SELECT {cols} FROM __zs_overlay_{name}"
+        )
+    allowed = ", ".join(f"'{d}'" for d in [str(base_path.parent), *writable])
+    con.execute(f"SET allowed_directories = [{allowed}]")
+    con.execute("SET enable_external_access = false")
     return con
 
 
@@ -130,93 +148,63 @@ class JobSpec:
 def run_job(spec: JobSpec) -> dict[str, Any]:
     """Run one job in a worker process: write its result file, report rows and time."""
     started = time.perf_counter()
+    out = Path(spec.path)
     try:
-        con = open_reader(spec.base, spec.overlay, spec.custom_fields)
-    except sqlite3.Error as exc:
-        return {"error": f"cannot open the tenant: {exc}"}
+        con = open_engine(spec.base, spec.overlay, spec.custom_fields, [str(out.parent)])
+    except (duckdb.Error, sqlite3.Error, OSError) as exc:
+        return {"error": f"cannot open the tenant: {exc}", "code": "INTERNAL_ERROR"}
+    raw = out.with_name(out.name + ".raw")
     try:
-        cursor = con.execute(spec.sql)
-        names = [d[0].lower() for d in cursor.description or ()]
-        rows = _write(cursor, names, spec)
-    except _TooMany:
-        Path(spec.path).unlink(missing_ok=True)
+        names = [d[0] for d in con.execute(f"SELECT * FROM ({spec.sql}) AS q LIMIT 0").description]
+        select = ", ".join(f'"{n}" AS "{n.lower()}"' for n in _unique_lower(names))
+        limited = f"SELECT {select} FROM ({spec.sql}) AS q LIMIT {spec.max_rows + 1}"
+        if spec.output_format == "JSON":
+            options = "FORMAT json"
+        else:
+            delimiter = spec.separator.replace("'", "''")
+            options = f"FORMAT csv, HEADER true, DELIMITER '{delimiter}'"
+        target = str(raw).replace("'", "''")
+        result = con.execute(f"COPY ({limited}) TO '{target}' ({options})").fetchone()
+        rows = int(result[0]) if result else 0
+    except duckdb.Error as exc:
+        raw.unlink(missing_ok=True)
+        return {"error": f"Query failed: {exc}", "code": "QUERY_ERROR"}
+    finally:
+        con.close()
+    if rows > spec.max_rows:
+        raw.unlink(missing_ok=True)
         return {
             "error": f"The query returned more than {spec.max_rows} rows, the maximum output "
             "of a Data Query job. Narrow it (for example page by id or updateddate ranges).",
             "code": "OUTPUT_LIMIT_EXCEEDED",
         }
-    except sqlite3.Error as exc:
-        Path(spec.path).unlink(missing_ok=True)
-        return {"error": f"Query failed: {exc}", "code": "QUERY_ERROR"}
-    finally:
-        con.close()
+    _package(raw, out, spec.compression)
     return {"rows": rows, "ms": int((time.perf_counter() - started) * 1000)}
 
 
-class _TooMany(Exception):
-    pass
+def _unique_lower(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if name.lower() in seen:
+            raise duckdb.BinderException(f"duplicate output column {name.lower()!r}")
+        seen.add(name.lower())
+        out.append(name.replace('"', '""'))
+    return out
 
 
-def _write(cursor: sqlite3.Cursor, names: list[str], spec: JobSpec) -> int:
-    bools = [i for i, n in enumerate(names) if n in _BOOL_COLUMNS]
-    path = Path(spec.path)
-    raw = cast(
-        IO[bytes],
-        gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - closed in the finally below
-        if spec.compression == "GZIP"
-        else open(path, "wb"),  # noqa: SIM115
-    )
-    count = 0
-    try:
-        if spec.output_format == "JSON":
-            count = _write_jsonl(cursor, names, bools, raw, spec.max_rows)
-        else:
-            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-            writer = csv.writer(text, delimiter=spec.separator, lineterminator="\n")
-            writer.writerow(names)
-            while batch := cursor.fetchmany(5000):
-                count += len(batch)
-                if count > spec.max_rows:
-                    raise _TooMany
-                if bools:
-                    batch = [_fix_bools(row, bools, csv_text=True) for row in batch]
-                writer.writerows(batch)
-            text.flush()
-            text.detach()
-    finally:
-        raw.close()
-    if spec.compression == "ZIP":
-        zipped = path.with_name(path.name + ".zip")
-        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.write(path, arcname=path.name)
-        zipped.replace(path)
-    return count
-
-
-def _fix_bools(row: tuple[Any, ...], bools: list[int], csv_text: bool) -> tuple[Any, ...]:
-    values = list(row)
-    for i in bools:
-        if values[i] in (0, 1):
-            values[i] = ("true" if values[i] else "false") if csv_text else bool(values[i])
-    return tuple(values)
-
-
-def _write_jsonl(
-    cursor: sqlite3.Cursor, names: list[str], bools: list[int], out: IO[bytes], max_rows: int
-) -> int:
-    count = 0
-    dumps = orjson.dumps
-    while batch := cursor.fetchmany(5000):
-        count += len(batch)
-        if count > max_rows:
-            raise _TooMany
-        chunk = []
-        for row in batch:
-            if bools:
-                row = _fix_bools(row, bools, csv_text=False)
-            chunk.append(dumps(dict(zip(names, row, strict=True))))
-        out.write(b"\n".join(chunk) + b"\n")
-    return count
+def _package(raw: Path, out: Path, compression: str) -> None:
+    """Compress the result file as asked (gzip at a fast level: these are big files)."""
+    if compression == "NONE":
+        raw.replace(out)
+        return
+    if compression == "GZIP":
+        with open(raw, "rb") as source, gzip.open(out, "wb", compresslevel=1) as target:
+            shutil.copyfileobj(source, target, 4 << 20)
+    else:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            archive.write(raw, arcname=out.name.removesuffix(".zip"))
+    raw.unlink()
 
 
 _POOL: ProcessPoolExecutor | None = None
@@ -284,13 +272,12 @@ class DataQuery:
         base: Path,
         overlay: Path,
         files: Path,
-        precheck: sqlite3.Connection,
     ) -> None:
         self.config = config
         self.base = base
         self.overlay = overlay
         self.files = files
-        self.precheck = precheck
+        self._precheck: duckdb.DuckDBPyConnection | None = None
         self.jobs: dict[str, Job] = {}
         self.queue: list[str] = []
         self.running: set[str] = set()
@@ -342,8 +329,11 @@ class DataQuery:
     def _compile(self, sql: str) -> None:
         """Compile the statement without running it, so bad SQL fails at submit."""
         try:
-            self.precheck.execute(f"EXPLAIN {sql}").fetchone()
-        except sqlite3.Error as exc:
+            if self._precheck is None:
+                # Same tables and types as the jobs see, without the overlay's rows.
+                self._precheck = open_engine(str(self.base), None, self.config.custom_fields, [])
+            self._precheck.execute(f"DESCRIBE {sql}").fetchall()
+        except duckdb.Error as exc:
             raise QueryRefused(400, f"Invalid query: {exc}") from None
 
     def pump(self) -> None:
@@ -424,6 +414,8 @@ class DataQuery:
         return None
 
     async def close(self) -> None:
+        if self._precheck is not None:
+            self._precheck.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -17,7 +17,7 @@ from typing import Literal
 Kind = Literal["text", "int", "real", "bool", "date", "datetime"]
 
 # Bump when the seeded data or the table layout changes: it keys the on-disk cache.
-DATA_FORMAT_VERSION = 3
+DATA_FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ _SUBSCRIPTION_BASE = _cols(
     "RenewalTermPeriodType:text RenewalSetting:text AutoRenew:bool ContractEffectiveDate:date "
     "ServiceActivationDate:date ContractAcceptanceDate:date SubscriptionStartDate:date "
     "SubscriptionEndDate:date TermStartDate:date TermEndDate:date CancelledDate:date "
-    "IsInvoiceSeparate:bool Notes:text CreatedDate:datetime UpdatedDate:datetime"
+    "IsInvoiceSeparate:bool Notes:text CreatedDate:datetime UpdatedDate:datetime _VersionSeq:int"
 )
 
 RATE_PLAN = Table(
@@ -99,7 +99,7 @@ RATE_PLAN = Table(
         "Id:text Name:text SubscriptionId:text ProductRatePlanId:text AmendmentType:text "
         "CreatedDate:datetime UpdatedDate:datetime _ProductId:text _ProductName:text "
         "_ProductSku:text _LastChangeType:text _RatePlanNumber:text _Seq:int "
-        "_OriginalRatePlanId:text"
+        "_OriginalRatePlanId:text _VersionSeq:int"
     ),
 )
 
@@ -112,7 +112,7 @@ RATE_PLAN_CHARGE = Table(
         "EffectiveEndDate:date ChargedThroughDate:date TriggerEvent:text Segment:int "
         "Version:int IsLastSegment:bool Description:text CreatedDate:datetime "
         "UpdatedDate:datetime _SubscriptionId:text _Price:real _ListPriceBase:text "
-        "_BillingTiming:text _PricingSummary:text _Seq:int"
+        "_BillingTiming:text _PricingSummary:text _Seq:int _VersionSeq:int"
     ),
 )
 
@@ -130,17 +130,38 @@ def tables(custom_fields: tuple[str, ...]) -> dict[str, Table]:
     return {t.sql: t for t in found}
 
 
-def create_sql(table: Table, schema: str = "main") -> str:
+# The base keeps a version's rate plans and charges together on disk (clustered by the
+# version's sequence number), so a GET reads one B-tree range for each.
+_CLUSTERED = {
+    "rateplan": "versionseq, seq, id",
+    "rateplancharge": "versionseq, rateplanid, seq, id",
+}
+
+
+def create_sql(table: Table, schema: str = "main", *, base: bool = False) -> str:
     kinds = {"text": "TEXT", "int": "INTEGER", "real": "REAL", "bool": "INTEGER"}
     cols = ", ".join(f"{c.sql} {kinds.get(c.kind, 'TEXT')}" for c in table.columns)
+    key = _CLUSTERED.get(table.sql) if base else None
+    if key:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {schema}.{table.sql} ({cols}, PRIMARY KEY ({key})) "
+            "WITHOUT ROWID"
+        )
     return f"CREATE TABLE IF NOT EXISTS {schema}.{table.sql} ({cols})"
 
 
+# Indexes of the base; the overlay (small) indexes what its lookups need.
 INDEXES = {
     "account": ["id"],
-    "subscription": ["id", "name, version", "accountid"],
+    "subscription": ["id", "name, version"],
+    "rateplan": ["id"],
+    "rateplancharge": ["id"],
+}
+OVERLAY_INDEXES = {
+    "account": ["id"],
+    "subscription": ["id", "name, version"],
     "rateplan": ["id", "subscriptionid"],
-    "rateplancharge": ["id", "rateplanid"],
+    "rateplancharge": ["id", "subscriptionid"],
 }
 
 

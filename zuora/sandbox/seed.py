@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from zuora.sandbox.schema import (
     ACCOUNT,
     DATA_FORMAT_VERSION,
@@ -433,10 +436,11 @@ class _Builder:
                     "" if rng.random() < 0.8 else f"Renewal discussed with {rng.choice(_FIRST)}",
                     self.ts(moments[v - 1]),
                     self.ts(updated),
+                    seq * 8 + v,
                     *custom,
                 )
             )
-            self._write_plans(sub_id, plans, moments[v - 1], updated, term)
+            self._write_plans(sub_id, plans, moments[v - 1], updated, term, seq * 8 + v)
 
     def _initial_plans(self, seq: int, start: date, scale: float) -> list[dict[str, object]]:
         rng = self.rng
@@ -516,6 +520,7 @@ class _Builder:
         created: datetime,
         updated: datetime,
         term: int | None,
+        version_seq: int,
     ) -> None:
         rng = self.rng
         created_text, updated_text = self.ts(created), self.ts(updated)
@@ -542,6 +547,7 @@ class _Builder:
                     p["number"],
                     seq_in_sub,
                     p["original"],
+                    version_seq,
                 )
             )
             charges = p["charges"]
@@ -549,7 +555,16 @@ class _Builder:
             for k, c in enumerate(charges):
                 self.charges.append(
                     charge_row(
-                        plan, c, _rid(rng), plan_id, sub_id, term, k, created_text, updated_text
+                        plan,
+                        c,
+                        _rid(rng),
+                        plan_id,
+                        sub_id,
+                        term,
+                        k,
+                        created_text,
+                        updated_text,
+                        version_seq,
                     )
                 )
 
@@ -564,6 +579,7 @@ def charge_row(
     position: int,
     created_text: str,
     updated_text: str,
+    version_seq: int | None = None,
 ) -> tuple[object, ...]:
     """One RatePlanCharge row; `c` carries the charge's state across versions."""
     charge = c["catalog"]
@@ -629,6 +645,7 @@ def charge_row(
         "IN_ADVANCE" if charge.type == "Recurring" else None,
         summary,
         position,
+        version_seq,
     )
 
 
@@ -659,19 +676,54 @@ def _insert_sql(table: Table) -> str:
     return f"INSERT INTO {table.sql} VALUES ({marks})"
 
 
+def arrow_schema(table: Table) -> pa.Schema:
+    """The Parquet schema of a table (Data Query reads the base from Parquet)."""
+    kinds = {"int": pa.int64(), "real": pa.float64(), "bool": pa.bool_()}
+    return pa.schema([(c.sql, kinds.get(c.kind, pa.string())) for c in table.columns])
+
+
+def to_arrow(table: Table, rows: list[tuple[object, ...]] | list[list[object]]) -> pa.Table:
+    """Rows in column order as an Arrow table (booleans stored as 0/1 become booleans)."""
+    schema = arrow_schema(table)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in table.columns]
+    arrays = []
+    for col, values, field in zip(table.columns, columns, schema, strict=True):
+        if col.kind == "bool":
+            values = tuple(None if v is None else bool(v) for v in values)
+        arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def parquet_path(base: Path, table: str) -> Path:
+    """Where the Parquet copy of one base table lives, next to the base."""
+    return base.with_name(base.name.removesuffix(".sqlite") + f".{table}.parquet")
+
+
+def _chunk_with_arrow(
+    seed: int, chunk: int, stop: int, custom_fields: tuple[str, ...], offset: str
+) -> tuple[dict[str, list[tuple[object, ...]]], dict[str, pa.Table]]:
+    rows = generate_chunk(seed, chunk, stop, custom_fields, offset)
+    all_tables = {t.sql: t for t in _all_tables(custom_fields)}
+    return rows, {name: to_arrow(all_tables[name], batch) for name, batch in rows.items()}
+
+
+def _all_tables(custom_fields: tuple[str, ...]) -> list[Table]:
+    return [ACCOUNT, subscription_table(custom_fields), RATE_PLAN, RATE_PLAN_CHARGE]
+
+
 def _chunks(
     subscriptions: int, seed: int, custom_fields: tuple[str, ...], offset: str
-) -> Iterator[dict[str, list[tuple[object, ...]]]]:
+) -> Iterator[tuple[dict[str, list[tuple[object, ...]]], dict[str, pa.Table]]]:
     count = (subscriptions + CHUNK - 1) // CHUNK
     if subscriptions < PARALLEL_FROM:
         for chunk in range(count):
-            yield generate_chunk(seed, chunk, subscriptions, custom_fields, offset)
+            yield _chunk_with_arrow(seed, chunk, subscriptions, custom_fields, offset)
         return
     context = multiprocessing.get_context("spawn")
     workers = max(1, (os.cpu_count() or 2))
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield from pool.map(
-            generate_chunk,
+            _chunk_with_arrow,
             [seed] * count,
             range(count),
             [subscriptions] * count,
@@ -681,30 +733,65 @@ def _chunks(
         )
 
 
+class _ParquetSink:
+    """Buffers Arrow chunks per table and writes them in large row groups."""
+
+    def __init__(self, base: Path, tables: list[Table], suffix: str) -> None:
+        self.paths = {t.sql: parquet_path(base, t.sql) for t in tables}
+        self.tmp = {k: p.with_name(p.name + suffix) for k, p in self.paths.items()}
+        self.writers = {
+            t.sql: pq.ParquetWriter(self.tmp[t.sql], arrow_schema(t), compression="zstd")
+            for t in tables
+        }
+        self.buffers: dict[str, list[pa.Table]] = {t.sql: [] for t in tables}
+
+    def add(self, name: str, table: pa.Table) -> None:
+        self.buffers[name].append(table)
+        if sum(t.num_rows for t in self.buffers[name]) >= 200_000:
+            self.flush(name)
+
+    def flush(self, name: str) -> None:
+        if self.buffers[name]:
+            self.writers[name].write_table(pa.concat_tables(self.buffers[name]))
+            self.buffers[name] = []
+
+    def close(self) -> None:
+        for name, writer in self.writers.items():
+            self.flush(name)
+            writer.close()
+        for name, tmp in self.tmp.items():
+            os.replace(tmp, self.paths[name])
+
+
 def build_base(
     path: Path, subscriptions: int, seed: int, custom_fields: tuple[str, ...], offset: str
 ) -> None:
-    """Write the data set into a new SQLite file at `path` (atomically)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    """Write the data set into a new SQLite file at `path`, and its Parquet copies.
+
+    The Parquet files are in place before the SQLite file appears (atomically), so a base
+    that exists is complete.
+    """
+    suffix = f".{os.getpid()}.tmp"
+    tmp = path.with_name(path.name + suffix)
     tmp.unlink(missing_ok=True)
+    all_tables = _all_tables(custom_fields)
+    sink = _ParquetSink(path, all_tables, suffix)
     con = sqlite3.connect(tmp)
     try:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
         con.execute("PRAGMA cache_size=-200000")
-        all_tables = [ACCOUNT, subscription_table(custom_fields), RATE_PLAN, RATE_PLAN_CHARGE]
         for table in all_tables:
-            con.execute(create_sql(table))
+            con.execute(create_sql(table, base=True))
         statements = {t.sql: _insert_sql(t) for t in all_tables}
-        for rows in _chunks(subscriptions, seed, custom_fields, offset):
+        for rows, arrow in _chunks(subscriptions, seed, custom_fields, offset):
             for name, batch in rows.items():
                 con.executemany(statements[name], batch)
+                sink.add(name, arrow[name])
         for name, indexes in INDEXES.items():
             for i, cols in enumerate(indexes):
                 con.execute(f"CREATE INDEX {name}_ix{i} ON {name} ({cols})")
-        con.execute(
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
-        )
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         con.executemany(
             "INSERT INTO meta VALUES (?, ?)",
             [
@@ -718,6 +805,7 @@ def build_base(
         con.commit()
     finally:
         con.close()
+    sink.close()
     os.replace(tmp, path)
 
 

@@ -10,6 +10,7 @@ tenant. GETs read both files through indexes directly, which is what keeps them 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ import orjson
 
 from zuora.sandbox.schema import (
     ACCOUNT,
-    INDEXES,
+    OVERLAY_INDEXES,
     RATE_PLAN,
     RATE_PLAN_CHARGE,
     Table,
@@ -109,7 +110,7 @@ def create_overlay(path: Path, custom_fields: tuple[str, ...]) -> None:
         con.execute("PRAGMA journal_mode=WAL")
         for table in tables(custom_fields).values():
             con.execute(create_sql(table))
-            for i, cols in enumerate(INDEXES[table.sql]):
+            for i, cols in enumerate(OVERLAY_INDEXES[table.sql]):
                 con.execute(f"CREATE INDEX IF NOT EXISTS {table.sql}_ix{i} ON {table.sql} ({cols})")
         con.execute("CREATE TABLE IF NOT EXISTS masked (id TEXT PRIMARY KEY)")
         con.commit()
@@ -162,6 +163,10 @@ class Store:
         self.sub_table = subscription_table(custom_fields)
         self.tables = tables(custom_fields)
         create_overlay(overlay, custom_fields)
+        self.warm = threading.Event()
+        threading.Thread(
+            target=_prefetch, args=(base, self.warm), name="sandbox-prefetch", daemon=True
+        ).start()
         self.con = connect(base, overlay, custom_fields, writer=True)
         self.con.row_factory = sqlite3.Row
         self.masked: set[str] = set()
@@ -174,13 +179,8 @@ class Store:
         self._pending_masks: list[str] = []
         self._plan_cols = [c.sql for c in RATE_PLAN.columns]
         self._charge_cols = [c.sql for c in RATE_PLAN_CHARGE.columns]
-        self._plan_width = len(self._plan_cols)
-        self._join_sql = (
-            f"SELECT {', '.join('p.' + c for c in self._plan_cols)}, "
-            f"{', '.join('c.' + c for c in self._charge_cols)} "
-            "FROM b.rateplan p LEFT JOIN b.rateplancharge c ON c.rateplanid = p.id "
-            "WHERE p.subscriptionid = ? ORDER BY p.seq, c.seq"
-        )
+        self._plan_sql = "SELECT * FROM b.rateplan WHERE versionseq = ?"
+        self._charge_sql = "SELECT * FROM b.rateplancharge WHERE versionseq = ?"
 
     def close(self) -> None:
         self.con.close()
@@ -245,33 +245,42 @@ class Store:
         return row
 
     def rate_plans(self, sub_row: Row) -> list[tuple[Row, list[Row]]]:
+        """A version's rate plans (in order) with their charges (in order)."""
         touched = sub_row["name"] in self.overlay_names
-        if not touched:
-            return self._base_plans(sub_row["id"])
-        plans = self._rows("rateplan", "subscriptionid = ?", (sub_row["id"],), touched)
+        version_seq = sub_row.get("versionseq")
+        plans: list[Row] = []
+        charges: list[Row] = []
+        if version_seq is not None:
+            plans = self._clustered(self._plan_sql, version_seq, self._plan_cols, touched)
+            charges = self._clustered(self._charge_sql, version_seq, self._charge_cols, touched)
+        if touched:
+            plans += [
+                dict(r)
+                for r in self.con.execute(
+                    "SELECT * FROM main.rateplan WHERE subscriptionid = ?", (sub_row["id"],)
+                )
+            ]
+            charges += [
+                dict(r)
+                for r in self.con.execute(
+                    "SELECT * FROM main.rateplancharge WHERE subscriptionid = ?", (sub_row["id"],)
+                )
+            ]
         plans.sort(key=lambda r: r["seq"])
-        out = []
-        for plan in plans:
-            charges = self._rows("rateplancharge", "rateplanid = ?", (plan["id"],), touched)
-            charges.sort(key=lambda r: r["seq"])
-            out.append((plan, charges))
-        return out
+        by_plan: dict[str, list[Row]] = {p["id"]: [] for p in plans}
+        for charge in sorted(charges, key=lambda r: r["seq"]):
+            if charge["rateplanid"] in by_plan:
+                by_plan[charge["rateplanid"]].append(charge)
+        return [(p, by_plan[p["id"]]) for p in plans]
 
-    def _base_plans(self, sub_id: str) -> list[tuple[Row, list[Row]]]:
-        """Plans and charges of an untouched version in one indexed join (the hot path)."""
-        plans: dict[str, tuple[Row, list[Row]]] = {}
-        cur = self.con.execute(self._join_sql, (sub_id,))
+    def _clustered(self, sql: str, version_seq: int, cols: list[str], touched: bool) -> list[Row]:
+        """Base rows of one version, read as one clustered range (the hot path)."""
+        cur = self.con.execute(sql, (version_seq,))
         cur.row_factory = None
-        n_plan = self._plan_width
-        for values in cur:
-            plan_id = values[0]
-            entry = plans.get(plan_id)
-            if entry is None:
-                entry = (dict(zip(self._plan_cols, values[:n_plan], strict=True)), [])
-                plans[plan_id] = entry
-            if values[n_plan] is not None:
-                entry[1].append(dict(zip(self._charge_cols, values[n_plan:], strict=True)))
-        return list(plans.values())
+        rows = [dict(zip(cols, values, strict=True)) for values in cur]
+        if touched:
+            rows = [r for r in rows if r["id"] not in self.masked]
+        return rows
 
     def account(self, account_id: str) -> Row:
         """An account row; accounts never change here, so they are cached."""
@@ -609,6 +618,7 @@ class Store:
             version=old["version"] + 1,
             revision=f"{old['version'] + 1}.0",
             previoussubscriptionid=old["id"],
+            versionseq=None,
             createddate=now,
             updateddate=now,
             status=status or ("Active" if old["status"] == "Expired" else old["status"]),
@@ -670,6 +680,7 @@ class Store:
             new_plan = dict(
                 plan,
                 id=_fresh_id(),
+                versionseq=None,
                 subscriptionid=new["id"],
                 createddate=now,
                 updateddate=now,
@@ -694,6 +705,7 @@ class Store:
                 new_charge = dict(
                     charge,
                     id=_fresh_id(),
+                    versionseq=None,
                     rateplanid=new_plan["id"],
                     subscriptionid=new["id"],
                     createddate=now,
@@ -830,6 +842,22 @@ class Store:
 
     def account_row(self, account_id: str) -> Row:
         return self.account(account_id)
+
+
+def _prefetch(path: Path, done: threading.Event) -> None:
+    """Read the base file once so the kernel caches it (a background thread).
+
+    A large base (gigabytes) is read at random by GETs; once in the page cache a GET costs
+    CPU only. The read releases the GIL, so serving goes on meanwhile.
+    """
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while handle.read(8 << 20):
+                pass
+    except OSError:
+        pass
+    finally:
+        done.set()
 
 
 def _looks_like_id(key: str) -> bool:

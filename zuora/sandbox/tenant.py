@@ -19,7 +19,7 @@ from zuora.sandbox.dataquery import DataQuery
 from zuora.sandbox.events import Events
 from zuora.sandbox.schema import tenant_tz
 from zuora.sandbox.seed import ensure_base
-from zuora.sandbox.store import ChangeSet, Store, connect
+from zuora.sandbox.store import ChangeSet, Store
 from zuora.sandbox.zoql import Zoql
 
 # Config fields that may change while the tenant runs (the data set may not).
@@ -66,9 +66,7 @@ class Tenant:
         self.counters: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.events = Events(config, self.count)
-        precheck = connect(self.base, overlay, config.custom_fields, writer=False)
-        self.dataquery = DataQuery(config, self.base, overlay, self.work_dir / "results", precheck)
-        self._precheck = precheck
+        self.dataquery = DataQuery(config, self.base, overlay, self.work_dir / "results")
         self.tokens: dict[str, Token] = {}
         self.inflight = 0
         self.peak = 0
@@ -181,6 +179,5 @@ class Tenant:
         await self.dataquery.close()
         await asyncio.sleep(0)
         self.store.close()
-        self._precheck.close()
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
