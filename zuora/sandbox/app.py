@@ -314,6 +314,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tenant.dataquery.warm_up()
         yield
         await tenant.close()
 

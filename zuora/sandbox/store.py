@@ -823,7 +823,9 @@ class Store:
             found = [
                 r[0]
                 for r in self.con.execute(
-                    "SELECT DISTINCT name FROM subscription WHERE name > ? ORDER BY name LIMIT ?",
+                    # Every number is in the base (subscriptions are never created here), and
+                    # its index yields them in order without a sort.
+                    "SELECT DISTINCT name FROM b.subscription WHERE name > ? ORDER BY name LIMIT ?",
                     (last, batch),
                 )
             ]
@@ -850,10 +852,12 @@ def _prefetch(path: Path, done: threading.Event) -> None:
     A large base (gigabytes) is read at random by GETs; once in the page cache a GET costs
     CPU only. The read releases the GIL, so serving goes on meanwhile.
     """
+    stem = path.name.removesuffix(".sqlite")
     try:
-        with open(path, "rb", buffering=0) as handle:
-            while handle.read(8 << 20):
-                pass
+        for part in [path, *sorted(path.parent.glob(f"{stem}.*.parquet"))]:
+            with open(part, "rb", buffering=0) as handle:
+                while handle.read(8 << 20):
+                    pass
     except OSError:
         pass
     finally:
