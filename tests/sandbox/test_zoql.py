@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.fixtures.sandbox import SandboxFactory, authorized_client
+from zuora.sandbox.server import RunningSandbox
 
 
 def query(http: httpx.Client, zoql: str, batch: int | None = None) -> httpx.Response:
@@ -131,3 +132,23 @@ def test_batch_size_is_capped_at_2000(shared_http: httpx.Client) -> None:
     assert len(body["records"]) == 2000 and body["size"] > 2000
     bad = query(shared_http, "select Id from RatePlan", batch=0)
     assert bad.status_code == 400
+
+
+def test_zoql_sees_changes_and_deletions(sandbox: RunningSandbox, zuora_http: httpx.Client) -> None:
+    zoql = "select Id, Name, Version, Status, SupportTier__c from Subscription"
+    before = query(zuora_http, zoql).json()
+    versions_of_2 = sum(r["Name"] == "A-S00000002" for r in before["records"])
+    sandbox.admin.amend("A-S00000001", {"SupportTier__c": "Zoql"})
+    sandbox.admin.delete("A-S00000002")
+    after = query(zuora_http, zoql).json()
+    assert after["size"] == before["size"] + 1 - versions_of_2 == len(after["records"])
+    ones = [r for r in after["records"] if r["Name"] == "A-S00000001"]
+    assert sorted(r["Version"] for r in ones)[-1] == max(r["Version"] for r in ones)
+    latest = max(ones, key=lambda r: r["Version"])
+    assert latest["SupportTier__c"] == "Zoql" and latest["Status"] != "Expired"
+    assert all(r["Status"] == "Expired" for r in ones if r is not latest)
+    assert not any(r["Name"] == "A-S00000002" for r in after["records"])
+    expired = query(
+        zuora_http, "select Id from Subscription where Name = 'A-S00000001' and Status = 'Expired'"
+    ).json()
+    assert expired["size"] == len(ones) - 1
