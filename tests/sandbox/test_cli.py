@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from tests.fixtures.sandbox import authorized_client
 from zuora.sandbox.config import SandboxConfig
@@ -65,3 +66,18 @@ def test_bad_options_exit_2_with_one_line() -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
         assert result.stderr.startswith("zuora-sync: ")
+
+
+def test_config_from_settings_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zuora_sync.settings import get_settings
+
+    monkeypatch.setenv("ZUORA_CLIENT_ID", "another-client")
+    monkeypatch.setenv("ZUORA_CLIENT_SECRET", "another-secret")
+    monkeypatch.setenv("ZUORA_TRACKED_FIELDS", "Region__c,Tier__c")
+    get_settings.cache_clear()
+    config = SandboxConfig.from_settings(subscriptions=3)
+    assert (config.client_id, config.client_secret) == ("another-client", "another-secret")
+    assert config.custom_fields == ("Region__c", "Tier__c")
+    with running_sandbox(config) as sb, authorized_client(sb) as http:
+        body = http.get("/v1/subscriptions/A-S00000001").json()
+        assert "Region__c" in body and "Tier__c" in body and "SupportTier__c" not in body

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from tests.fixtures.sandbox import SandboxFactory, authorized_client
+from zuora.sandbox.server import RunningSandbox
 
 LATEST = (
     "select s.name, s.id, s.version, s.status, s.accountid, s.updateddate, s.supporttier__c, "
@@ -56,7 +57,9 @@ def rows_of(job: dict[str, Any], fmt: str, compression: str) -> list[dict[str, A
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_latest_version_query_agrees_with_get(shared_http: httpx.Client) -> None:
+def test_latest_version_query_agrees_with_get(
+    shared_sandbox: RunningSandbox, shared_http: httpx.Client
+) -> None:
     response = submit(shared_http, LATEST)
     assert response.status_code == 200
     submitted = response.json()["data"]
@@ -79,9 +82,15 @@ def test_latest_version_query_agrees_with_get(shared_http: httpx.Client) -> None
         "contractowner__c",
     }
     by_number = {r["name"]: r for r in rows}
-    for number in sorted(by_number)[::10]:
-        got = shared_http.get(f"/v1/subscriptions/{number}").json()
-        row = by_number[number]
+    # Every subscription against the export (exactly what GET returns), and a sample
+    # against real GETs.
+    exported = {s["subscriptionNumber"]: s for s in shared_sandbox.admin.export()}
+    assert set(exported) == set(by_number)
+    sample = set(sorted(by_number)[::25])
+    for number, row in by_number.items():
+        got = exported[number]
+        if number in sample:
+            assert shared_http.get(f"/v1/subscriptions/{number}").json() == got
         assert (row["id"], row["version"], row["status"], row["accountid"]) == (
             got["id"],
             got["version"],

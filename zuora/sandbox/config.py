@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,6 +18,8 @@ from zuora_sync.settings import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
     SANDBOX_CUSTOM_FIELDS,
+    Settings,
+    get_settings,
 )
 
 DEFAULT_TENANT_ID = "10000719"
@@ -151,6 +153,20 @@ class SandboxConfig(BaseModel):
     callout_history_limit: int = Field(10_000, ge=10)
 
     faults: Faults = Field(default_factory=Faults)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> SandboxConfig:
+        """A config whose credentials, custom fields and cache are the project's settings,
+        so one environment configures both the sandbox and the project."""
+        current = settings or get_settings()
+        values: dict[str, Any] = {
+            "client_id": current.ZUORA_CLIENT_ID.get_secret_value(),
+            "client_secret": current.ZUORA_CLIENT_SECRET.get_secret_value(),
+            "custom_fields": current.ZUORA_TRACKED_FIELDS,
+            "cache_dir": current.ZUORA_SANDBOX_CACHE_DIR,
+        }
+        values.update(overrides)
+        return cls(**values)
 
     @field_validator("custom_fields")
     @classmethod
