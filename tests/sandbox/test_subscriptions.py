@@ -239,3 +239,35 @@ def test_seeded_data_is_realistic(shared_sandbox: RunningSandbox) -> None:
     assert {len(s["ratePlans"]) for s in subs} == {1, 2, 3, 4}
     charges = [len(p["ratePlanCharges"]) for s in subs for p in s["ratePlans"]]
     assert set(charges) == {1, 2, 3}
+
+
+def test_amendment_adds_and_removes_rate_plans(zuora_http: httpx.Client) -> None:
+    before = zuora_http.get("/v1/subscriptions/A-S00000008").json()
+    other = zuora_http.get("/v1/subscriptions/A-S00000009").json()["ratePlans"][0]
+    removed = before["ratePlans"][0]
+    response = zuora_http.put(
+        "/v1/subscriptions/A-S00000008",
+        json={
+            "add": [
+                {
+                    "productRatePlanId": other["productRatePlanId"],
+                    "contractEffectiveDate": "2026-12-01",
+                }
+            ],
+            "remove": [{"ratePlanId": removed["id"], "contractEffectiveDate": "2026-12-01"}],
+        },
+    )
+    assert response.status_code == 200, response.text
+    after = zuora_http.get("/v1/subscriptions/A-S00000008").json()
+    assert len(after["ratePlans"]) == len(before["ratePlans"]) + 1
+    added = after["ratePlans"][-1]
+    assert added["lastChangeType"] == "Add"
+    assert added["productRatePlanId"] == other["productRatePlanId"]
+    assert added["ratePlanCharges"] and all(
+        c["effectiveStartDate"] == "2026-12-01" for c in added["ratePlanCharges"]
+    )
+    assert after["ratePlans"][0]["lastChangeType"] == "Remove"
+    unknown = zuora_http.put(
+        "/v1/subscriptions/A-S00000008", json={"add": [{"productRatePlanId": "0" * 32}]}
+    )
+    assert unknown.status_code == 400
