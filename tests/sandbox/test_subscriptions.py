@@ -271,3 +271,21 @@ def test_amendment_adds_and_removes_rate_plans(zuora_http: httpx.Client) -> None
         "/v1/subscriptions/A-S00000008", json={"add": [{"productRatePlanId": "0" * 32}]}
     )
     assert unknown.status_code == 400
+
+
+def test_big_responses_are_gzipped_when_the_client_asks(sandbox: RunningSandbox) -> None:
+    with authorized_client(sandbox) as http:
+        raw = http.get("/v1/subscriptions/A-S00000001", headers={"Accept-Encoding": "gzip"})
+        assert raw.headers["content-encoding"] == "gzip"
+        assert raw.json()["subscriptionNumber"] == "A-S00000001"  # httpx decodes it
+        plain = http.get("/v1/subscriptions/A-S00000001", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.json() == raw.json()
+        small = http.get("/v1/subscriptions/A-S99999999", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in small.headers  # 1000 bytes or less: as is
+        listed = http.post(
+            "/v1/action/query",
+            headers={"Accept-Encoding": "gzip"},
+            json={"queryString": "select Id, Name from Subscription"},
+        )
+        assert listed.headers["content-encoding"] == "gzip" and listed.json()["size"] > 20

@@ -12,6 +12,7 @@ is the result-file download, which stands for Zuora's pre-signed S3 URLs.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
 import re
 import secrets
@@ -135,11 +136,15 @@ class Gate:
         label = endpoint_label(method, path)
         track_id = None
         auth = None
+        gzip_ok = False
         for name, value in scope["headers"]:
             if name == b"authorization":
                 auth = value.decode("latin-1")
             elif name == b"zuora-track-id":
                 track_id = value.decode("latin-1")[:64]
+            elif name == b"accept-encoding":
+                gzip_ok = b"gzip" in value.lower()
+        gzip_ok = gzip_ok and tenant.config.gzip_responses
         is_v1 = path.startswith("/v1/")
         config = tenant.config
 
@@ -178,7 +183,7 @@ class Gate:
             await send({"type": "http.response.body", "body": payload})
 
         if path == "/oauth/token":
-            await self._forward(scope, receive, send, label, decorate, None)
+            await self._forward(scope, receive, send, label, decorate, None, False)
             return
 
         if auth is None or not auth.startswith("Bearer ") or not tenant.token_valid(auth[7:]):
@@ -236,16 +241,17 @@ class Gate:
                 status, payload = self.get_subscription(
                     path[len("/v1/subscriptions/") :], request_id
                 )
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ]
+                headers = [(b"content-type", b"application/json")]
+                if gzip_ok and len(payload) > GZIP_MIN_BYTES:
+                    payload = gzip.compress(payload, compresslevel=GZIP_LEVEL)
+                    headers.append((b"content-encoding", b"gzip"))
+                headers.append((b"content-length", str(len(payload)).encode()))
                 decorate(headers, rate)
                 tenant.requests[f"{label} {status}"] += 1
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": payload})
                 return
-            await self._forward(scope, receive, send, label, decorate, rate)
+            await self._forward(scope, receive, send, label, decorate, rate, gzip_ok)
         finally:
             tenant.inflight -= 1
 
@@ -267,18 +273,48 @@ class Gate:
         label: str,
         decorate: Callable[[list[tuple[bytes, bytes]], tuple[int, int] | None], None],
         rate: tuple[int, int] | None,
+        gzip_ok: bool,
     ) -> None:
         tenant = self.tenant
+        start: Message | None = None
+        chunks: list[bytes] = []
 
         async def wrapped(message: Message) -> None:
+            nonlocal start
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 decorate(headers, rate)
                 message["headers"] = headers
                 tenant.requests[f"{label} {message['status']}"] += 1
+                if gzip_ok:
+                    start = message  # held until the body is known (Zuora: gzip > 1000 B)
+                    return
+            elif start is not None and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = _gzip_body(start, b"".join(chunks))
+                await send(start)
+                message = {"type": "http.response.body", "body": body}
             await send(message)
 
         await self.app(scope, receive, wrapped)
+
+
+GZIP_MIN_BYTES = 1000
+GZIP_LEVEL = 1
+
+
+def _gzip_body(start: Message, body: bytes) -> bytes:
+    """Compress `body` when it is big enough, fixing the held response start's headers."""
+    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+    if len(body) > GZIP_MIN_BYTES:
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+        headers.append((b"content-encoding", b"gzip"))
+        headers.append((b"vary", b"Accept-Encoding"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    start["headers"] = headers
+    return body
 
 
 def _error_body(request_id: str, code: str, message: str) -> dict[str, Any]:

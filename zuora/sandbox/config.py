@@ -99,6 +99,12 @@ class SandboxConfig(BaseModel):
     )
     rate_limit_window_s: int = Field(60, ge=1)
 
+    gzip_responses: bool = Field(
+        True,
+        description="gzip API responses over 1000 bytes when the request accepts gzip, as "
+        "Zuora does",
+    )
+
     # --- subscriptions -----------------------------------------------------------------------
     old_id_returns_latest: bool = Field(
         True,
