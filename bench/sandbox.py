@@ -93,6 +93,56 @@ async def get_rate(sb: RunningSandbox, n: int, seconds: float, connections: int)
     return counts.get("200", 0) / elapsed
 
 
+_BARE_APP = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b'{"success":true}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+            access_log=False)
+"""
+
+
+def bare_rate(seconds: float, connections: int) -> float:
+    """Requests/s of a do-nothing uvicorn endpoint with the same client: the ceiling."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", _BARE_APP, str(port)])
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+
+        async def run() -> float:
+            counts: dict[str, int] = {}
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    _worker("127.0.0.1", port, "x", ["A-S00000001"], start + seconds, counts)
+                    for _ in range(connections)
+                )
+            )
+            return counts.get("200", 0) / (time.perf_counter() - start)
+
+        return asyncio.run(run())
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def data_query(sb: RunningSandbox, sql: str, bearer: str) -> tuple[int, float, float, float]:
     """(rows, seconds to completed, seconds to downloaded and parsed, job processing s)."""
     started = time.perf_counter()
@@ -149,6 +199,8 @@ def main() -> None:
         cache_dir=Path(get_settings().ZUORA_SANDBOX_CACHE_DIR),
         dataquery_max_output_rows=max(n, 500_000),
     )
+    ceiling = bare_rate(min(args.seconds, 5.0), args.connections)
+    print(f"a do-nothing uvicorn endpoint, same client: {ceiling:,.0f} requests/s")
     print(f"sandbox with {n:,} subscriptions (process mode)")
     t0 = time.perf_counter()
     with running_sandbox(config, mode="process", startup_timeout=3600) as sb:
@@ -159,8 +211,9 @@ def main() -> None:
         rate = asyncio.run(get_rate(sb, n, args.seconds, args.connections))
         print(
             f"GET /v1/subscriptions/{{number}}: {rate:,.0f} requests/s "
-            f"({args.connections} keep-alive connections, {args.seconds:.0f} s)"
+            f"({args.connections} keep-alive connections, {args.seconds:.0f} s, random numbers)"
         )
+        print(f"  = {rate / ceiling:.0%} of the do-nothing endpoint's rate")
         bearer = token(sb)
         rows, done, total, work = data_query(sb, latest_sql(fields), bearer)
         print(
