@@ -172,6 +172,9 @@ def sandbox(
         Path | None, typer.Option(help="cache of built data sets (ZUORA_SANDBOX_CACHE_DIR)")
     ] = None,
     workers: Annotated[int, typer.Option(help="Data Query worker processes", min=1)] = 2,
+    gzip: Annotated[
+        bool, typer.Option("--gzip", help="gzip big responses when asked, as Zuora does")
+    ] = False,
 ) -> None:
     """Run the simulated Zuora tenant until Ctrl-C."""
     import socket
@@ -211,6 +214,7 @@ def sandbox(
             amend_events=amend_events,
             cache_dir=cache_dir or current.ZUORA_SANDBOX_CACHE_DIR,
             dataquery_workers=workers,
+            gzip_responses=gzip,
             faults=Faults(
                 latency_ms=latency_ms,
                 latency_jitter_ms=latency_jitter_ms,

@@ -273,7 +273,10 @@ def test_amendment_adds_and_removes_rate_plans(zuora_http: httpx.Client) -> None
     assert unknown.status_code == 400
 
 
-def test_big_responses_are_gzipped_when_the_client_asks(sandbox: RunningSandbox) -> None:
+def test_big_responses_are_gzipped_when_the_client_asks(
+    sandbox_factory: SandboxFactory,
+) -> None:
+    sandbox = sandbox_factory(gzip_responses=True)
     with authorized_client(sandbox) as http:
         raw = http.get("/v1/subscriptions/A-S00000001", headers={"Accept-Encoding": "gzip"})
         assert raw.headers["content-encoding"] == "gzip"

@@ -171,6 +171,12 @@ def cli_args(config: SandboxConfig) -> list[str]:
     ]
     if config.cache_dir is not None:
         args += ["--cache-dir", str(config.cache_dir)]
+    if config.gzip_responses:
+        args.append("--gzip")
+    if not config.old_id_returns_latest:
+        args += ["--old-id", "version"]
+    if config.amend_events != "insert_and_update":
+        args += ["--amend-events", config.amend_events]
     return args
 
 
