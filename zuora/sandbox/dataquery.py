@@ -19,12 +19,11 @@ import gzip
 import multiprocessing
 import re
 import secrets
-import shutil
 import sqlite3
 import time
 import uuid
 import zipfile
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,8 +201,16 @@ def _package(raw: Path, out: Path, compression: str) -> None:
         raw.replace(out)
         return
     if compression == "GZIP":
-        with open(raw, "rb") as source, gzip.open(out, "wb", compresslevel=1) as target:
-            shutil.copyfileobj(source, target, 4 << 20)
+        # Blocks compressed on both cores and written in order as gzip members: one valid
+        # gzip file (RFC 1952 allows several members) in about half the time.
+        with (
+            open(raw, "rb") as source,
+            open(out, "wb") as target,
+            ThreadPoolExecutor(2) as threads,
+        ):
+            blocks = iter(lambda: source.read(8 << 20), b"")
+            for member in threads.map(lambda b: gzip.compress(b, compresslevel=1), blocks):
+                target.write(member)
     else:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             archive.write(raw, arcname=out.name.removesuffix(".zip"))
