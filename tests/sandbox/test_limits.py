@@ -39,7 +39,7 @@ def test_concurrency_limit_answers_429_with_zuoras_body_and_headers(
     sandbox_factory: SandboxFactory,
 ) -> None:
     sb = sandbox_factory(concurrency_limit=3)
-    sb.admin.set_faults(latency_ms=400)
+    sb.admin.set_faults(latency_ms=1500)  # wide enough for all 8 to arrive while 3 are held
     responses = asyncio.run(burst(sb, bearer(sb), 8))
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(200) == 3 and statuses.count(429) == 5
