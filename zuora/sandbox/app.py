@@ -791,9 +791,6 @@ def runtime_update(config: SandboxConfig, patch: dict[str, Any]) -> SandboxConfi
     return SandboxConfig.model_validate(data)
 
 
-__all__ = ["create_app", "faults_from", "json_response", "rest_error", "runtime_update"]
-
-
 def stream_jsonl(rows: Any) -> StreamingResponse:
     async def chunks() -> AsyncIterator[bytes]:
         batch: list[bytes] = []

@@ -305,11 +305,6 @@ def _rid(rng: random.Random) -> str:
     return f"{rng.getrandbits(128):032x}"
 
 
-@dataclass
-class _Charge:
-    row: list[object]
-
-
 class _Builder:
     """Generates one chunk of the data set as rows in table column order."""
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta, timezone
+from datetime import date, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +77,12 @@ class ChangeSet:
 
 
 def view_sql(table: Table) -> str:
-    """The united view of one object: unmasked base rows plus overlay rows."""
+    """The united view of one object (what ZOQL reads): unmasked base rows plus overlay rows."""
     cols = ", ".join(c.sql for c in table.public_columns)
-    everything = ", ".join(c.sql for c in table.columns)
     return (
         f"CREATE TEMP VIEW {table.sql} AS "
         f"SELECT {cols} FROM b.{table.sql} WHERE id NOT IN (SELECT id FROM main.masked) "
-        f"UNION ALL SELECT {cols} FROM main.{table.sql};"
-        f"CREATE TEMP VIEW all_{table.sql} AS "
-        f"SELECT {everything} FROM b.{table.sql} WHERE id NOT IN (SELECT id FROM main.masked) "
-        f"UNION ALL SELECT {everything} FROM main.{table.sql}"
+        f"UNION ALL SELECT {cols} FROM main.{table.sql}"
     )
 
 
@@ -865,9 +861,6 @@ class Store:
                 if row is not None:
                     yield self.render(row)
 
-    def account_row(self, account_id: str) -> Row:
-        return self.account(account_id)
-
 
 def _prefetch(path: Path, done: threading.Event) -> None:
     """Read the base file once so the kernel caches it (a background thread).
@@ -923,10 +916,3 @@ def _apply_charge_update(row: Row, detail: dict[str, Any]) -> None:
         row["tcv"] = row["dtcv"] = round(row["mrr"] * 12, 2)
     elif row["chargetype"] == "OneTime":
         row["tcv"] = row["dtcv"] = round(amount, 2)
-
-
-def tomorrow() -> date:
-    return date.today() + timedelta(days=1)
-
-
-__all__ = ["ACCOUNT", "Change", "ChangeSet", "NotFound", "Store", "StoreError", "connect"]
