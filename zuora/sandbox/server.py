@@ -220,7 +220,8 @@ def _in_process(config: SandboxConfig, startup_timeout: float) -> Iterator[str]:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                # Its own session: this ends its Data Query workers too.
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         if drain is not None:
             drain.join(timeout=5)
