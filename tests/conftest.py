@@ -34,7 +34,7 @@ PG_ADMIN_URL = os.environ.get(
     "ZS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.sandbox"]
 
 
 def _admin() -> Engine:

@@ -177,13 +177,138 @@ def reconcile(
 
 @app.command()
 def sandbox(
-    port: Annotated[int, typer.Option(help="TCP port", min=1, max=65535)] = 8900,
+    port: Annotated[
+        int, typer.Option(help="TCP port; 0 picks a free one", min=0, max=65535)
+    ] = 8900,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     subscriptions: Annotated[int, typer.Option(help="seeded subscriptions", min=0)] = 1000,
     seed: Annotated[int, typer.Option(help="random seed of the data set")] = 1,
+    tenant_id: Annotated[str, typer.Option(help="tenant id in the OAuth token scope")] = "10000719",
+    custom_fields: Annotated[
+        str | None,
+        typer.Option(help="subscription custom fields (default: ZUORA_TRACKED_FIELDS)"),
+    ] = None,
+    latency_ms: Annotated[float, typer.Option(help="latency added to each API request")] = 0.0,
+    latency_jitter_ms: Annotated[float, typer.Option(help="plus uniform 0..jitter")] = 0.0,
+    spike_rate: Annotated[float, typer.Option(help="share of requests with a spike")] = 0.0,
+    spike_ms: Annotated[float, typer.Option(help="extra latency of a spike")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="share answered 500/502/503")] = 0.0,
+    timeout_rate: Annotated[float, typer.Option(help="share held past the timeout")] = 0.0,
+    timeout_hold: Annotated[float, typer.Option(help="seconds a timed-out request is held")] = 60.0,
+    drop_callouts: Annotated[float, typer.Option(help="share of changes firing nothing")] = 0.0,
+    concurrency_limit: Annotated[int, typer.Option(help="concurrent API requests")] = 40,
+    rate_limit: Annotated[int, typer.Option(help="requests per window; 0 = off")] = 50_000,
+    rate_window: Annotated[int, typer.Option(help="rate-limit window in seconds")] = 60,
+    callout_retry_interval: Annotated[
+        float, typer.Option(help="seconds between callout attempts (Zuora: 1800)")
+    ] = 1800.0,
+    callout_attempts: Annotated[int, typer.Option(help="callout attempts, 1-5", min=1, max=5)] = 3,
+    max_output_rows: Annotated[int, typer.Option(help="Data Query output cap")] = 500_000,
+    token_ttl: Annotated[float, typer.Option(help="OAuth token lifetime, seconds")] = 3600.0,
+    utc_offset: Annotated[str, typer.Option(help="tenant time zone as a UTC offset")] = "+00:00",
+    old_id: Annotated[
+        str, typer.Option(help="GET by an old version id answers: latest | version")
+    ] = "latest",
+    amend_events: Annotated[
+        str, typer.Option(help="amendments look like: insert_and_update | insert | update")
+    ] = "insert_and_update",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="cache of built data sets (ZUORA_SANDBOX_CACHE_DIR)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Data Query worker processes", min=1)] = 2,
+    gzip: Annotated[
+        bool, typer.Option("--gzip", help="gzip big responses when asked, as Zuora does")
+    ] = False,
 ) -> None:
-    """Run the simulated Zuora tenant on loopback."""
-    settings()
-    _not_built("sandbox", issue=3)
+    """Run the simulated Zuora tenant until Ctrl-C."""
+    import socket
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from zuora.sandbox.app import create_app
+    from zuora.sandbox.config import Faults, SandboxConfig
+    from zuora_sync.settings import SANDBOX_CLIENT_SECRET
+
+    current = settings()
+    fields = (
+        tuple(f.strip() for f in custom_fields.split(",") if f.strip())
+        if custom_fields is not None
+        else current.ZUORA_TRACKED_FIELDS
+    )
+    if old_id not in ("latest", "version"):
+        fail_usage("--old-id must be latest or version")
+    try:
+        config = SandboxConfig(
+            subscriptions=subscriptions,
+            seed=seed,
+            tenant_id=tenant_id,
+            custom_fields=fields,
+            client_id=current.ZUORA_CLIENT_ID.get_secret_value(),
+            client_secret=current.ZUORA_CLIENT_SECRET.get_secret_value(),
+            concurrency_limit=concurrency_limit,
+            rate_limit_per_window=rate_limit,
+            rate_limit_window_s=rate_window,
+            callout_retry_interval_s=callout_retry_interval,
+            callout_max_attempts=callout_attempts,
+            dataquery_max_output_rows=max_output_rows,
+            token_ttl_s=token_ttl,
+            tenant_utc_offset=utc_offset,
+            old_id_returns_latest=old_id == "latest",
+            amend_events=amend_events,
+            cache_dir=cache_dir or current.ZUORA_SANDBOX_CACHE_DIR,
+            dataquery_workers=workers,
+            gzip_responses=gzip,
+            faults=Faults(
+                latency_ms=latency_ms,
+                latency_jitter_ms=latency_jitter_ms,
+                spike_rate=spike_rate,
+                spike_ms=spike_ms,
+                error_rate=error_rate,
+                timeout_rate=timeout_rate,
+                timeout_hold_s=timeout_hold,
+                callout_drop_rate=drop_callouts,
+            ),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        fail_usage(f"sandbox option {where}: {first['msg']}")
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        fail_usage(f"cannot listen on {host}:{port}: {exc.strerror}")
+    bound = sock.getsockname()[1]
+    if subscriptions >= config.cache_min_subscriptions:
+        typer.echo(
+            f"preparing {subscriptions:,} subscriptions (built once, then cached in "
+            f"{config.cache_dir}) ..."
+        )
+    app_ = create_app(config)
+    url = f"http://{host}:{bound}"
+    typer.echo(
+        f"Zuora sandbox (tenant {tenant_id}, {subscriptions:,} subscriptions, seed {seed}) "
+        f"listening on {url}"
+    )
+    secret = (
+        config.client_secret
+        if config.client_secret == SANDBOX_CLIENT_SECRET
+        else "<your ZUORA_CLIENT_SECRET>"
+    )
+    typer.echo("Point the project at it with:")
+    typer.echo(f"  export ZUORA_BASE_URL={url}")
+    typer.echo(f"  export ZUORA_CLIENT_ID={config.client_id}")
+    typer.echo(f"  export ZUORA_CLIENT_SECRET={secret}")
+    typer.echo(f"  export ZUORA_TRACKED_FIELDS={','.join(fields)}")
+    typer.echo(f"Admin endpoints: {url}/_sandbox/ (see docs/sandbox.md). Ctrl-C stops it.")
+    sys.stdout.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(app_, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    )
+    server.run(sockets=[sock])
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -92,6 +93,10 @@ class Settings(BaseSettings):
         description="comma-separated subscription custom fields (Name__c) whose changes matter",
     )
     ZUORA_QUERY_API: Literal["dataquery", "zoql"] = "dataquery"
+    ZUORA_SANDBOX_CACHE_DIR: Path = Field(
+        Path.home() / ".cache" / "zuora-sync" / "sandbox",
+        description="where the sandbox keeps large seeded data sets it has built (reused)",
+    )
     ZUORA_MAX_CONCURRENCY: int = Field(20, ge=1, le=200)
 
     CALLOUT_USERNAME: SecretStr | None = None
