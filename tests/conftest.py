@@ -53,6 +53,15 @@ def _fresh_settings(
 
 
 @pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One throwaway Prefect API for the whole session (it costs ~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A migrated template database for this session; removed at the end."""
     name = f"zs_tmpl_{uuid.uuid4().hex[:10]}"
