@@ -6,12 +6,12 @@ concurrently (bounded by the tenant-wide limiter of the Zuora client) and be tes
 an orchestrator.
 
 How a run works:
-- It claims up to `batch_size` rows at a time (a lease, `FOR UPDATE SKIP LOCKED`), and claims
-  more while fewer than `prefetch` subscriptions are in flight, so fetches never wait on a
-  batch boundary.
+- It claims `batch_size` subscriptions at a time, each with every callout it has waiting
+  (a lease, `FOR UPDATE SKIP LOCKED`), and claims more while fewer than `prefetch`
+  subscriptions are in flight, so fetches never wait on a batch boundary.
 - Rows are grouped by subscription: 100 callouts for one subscription are one fetch. A row
-  for a subscription whose fetch is already under way waits for it and then triggers one
-  more fetch, because its change may have landed after the first fetch started.
+  that arrives for a subscription whose fetch is already under way waits for it and then
+  triggers one more fetch, because its change may have landed after the first fetch began.
 - Each group's outcome is written in one transaction with the completion of its rows: the
   upsert (guarded by version and fetch time, see `warehouse/cache.py`) or, when Zuora
   answers 404, `deleted_at`. Transient Zuora errors put the rows back with backoff; other
@@ -207,6 +207,7 @@ class Drainer:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._waiting: dict[str, list[Claimed]] = {}
         self._failure: BaseException | None = None
+        self._progress = asyncio.Event()
 
     async def run(self) -> DrainStats:
         opts = self.options
@@ -220,6 +221,9 @@ class Drainer:
         )
         try:
             while self._failure is None:
+                # Cleared before looking, so a subscription finishing after the look wakes
+                # the wait below instead of being missed.
+                self._progress.clear()
                 window_open = opts.window_seconds == 0 or time.monotonic() < deadline
                 if window_open and len(self._running) < opts.prefetch:
                     rows = await self._claim()
@@ -231,11 +235,8 @@ class Drainer:
                         break
                     await wakeup.wait(min(opts.idle_poll_seconds, deadline - time.monotonic()))
                     continue
-                await asyncio.wait(
-                    set(self._running.values()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                    timeout=opts.idle_poll_seconds,
-                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), opts.idle_poll_seconds)
         except BaseException:
             await self._stop()
             raise
@@ -260,6 +261,7 @@ class Drainer:
                     limit=self.options.batch_size,
                     lease=self.options.lease,
                     max_attempts=self.options.policy.max_attempts,
+                    whole_subscriptions=True,
                 )
 
         try:
@@ -301,6 +303,7 @@ class Drainer:
 
     def _finished(self, key: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(key, None)
+        self._progress.set()
         follow_up = self._waiting.pop(key, None)
         if follow_up and self._failure is None:
             self._start(key, follow_up)

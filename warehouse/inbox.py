@@ -199,19 +199,54 @@ def claim(
     limit: int,
     lease: timedelta,
     max_attempts: int = RetryPolicy.max_attempts,
+    whole_subscriptions: bool = False,
+    max_rows: int | None = None,
     now: datetime | None = None,
 ) -> list[Claimed]:
-    """Lease up to `limit` claimable rows to `worker`, oldest first; attempts count up by one."""
+    """Lease claimable rows to `worker`, oldest first; each row's attempts count up by one.
+
+    By default up to `limit` rows. With `whole_subscriptions`, the subscriptions of the
+    `limit` oldest rows are taken with every claimable row they have (up to `max_rows`,
+    default 20 x `limit`), so that a backlog of many callouts per subscription costs one
+    fetch per subscription rather than one per batch it happens to fall in.
+    """
     if limit < 1:
         return []
     now = now or utcnow()
     expires = now + lease
-    candidates = (
-        select(inbox.c.id)
-        .where(_claimable(now, max_attempts))
-        .order_by(inbox.c.available_at, inbox.c.id)
-        .limit(limit)
-    )
+    claimable = _claimable(now, max_attempts)
+    if whole_subscriptions:
+        seed = (
+            select(inbox.c.subscription_number, inbox.c.subscription_id)
+            .where(claimable)
+            .order_by(inbox.c.available_at, inbox.c.id)
+            .limit(limit)
+            .cte("seed")
+        )
+        same_subscription = or_(
+            inbox.c.subscription_number.in_(
+                select(seed.c.subscription_number).where(seed.c.subscription_number.is_not(None))
+            ),
+            and_(
+                inbox.c.subscription_number.is_(None),
+                inbox.c.subscription_id.in_(
+                    select(seed.c.subscription_id).where(seed.c.subscription_number.is_(None))
+                ),
+            ),
+        )
+        candidates = (
+            select(inbox.c.id)
+            .where(claimable, same_subscription)
+            .order_by(inbox.c.id)
+            .limit(max_rows or 20 * limit)
+        )
+    else:
+        candidates = (
+            select(inbox.c.id)
+            .where(claimable)
+            .order_by(inbox.c.available_at, inbox.c.id)
+            .limit(limit)
+        )
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     stmt = (

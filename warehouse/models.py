@@ -68,6 +68,7 @@ class CalloutInbox(Base):
             sqlite_where=text("status IN ('pending', 'processing')"),
         ),
         Index("ix_callout_inbox_subscription_number", "subscription_number"),
+        Index("ix_callout_inbox_subscription_id", "subscription_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 DECREASE_FACTOR = 0.7
 DECREASE_COOLDOWN_SECONDS = 1.0
 MAX_PAUSE_SECONDS = 60.0
-POLL_SECONDS = 0.25  # a waiter re-checks this often, so the end of a pause is never missed
+SAFETY_POLL_SECONDS = 5.0  # waiters re-check this often even if no wake-up reached them
 
 
 @dataclass
@@ -97,7 +97,7 @@ class AdaptiveLimiter:
                     await asyncio.sleep(min(pause, MAX_PAUSE_SECONDS))
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), timeout=POLL_SECONDS)
+                    await asyncio.wait_for(asyncio.shield(future), timeout=SAFETY_POLL_SECONDS)
         except asyncio.CancelledError:
             with self._lock:
                 if future is not None and future in self._granted:
@@ -111,8 +111,25 @@ class AdaptiveLimiter:
     def release(self, feedback: Feedback | None = None) -> None:
         with self._lock:
             self._in_flight -= 1
+            paused_before = self._paused_until
             if feedback is not None:
                 self._adapt(feedback)
+            self._wake()
+            resume_in = self._paused_until - self._clock()
+            if self._paused_until > paused_before and resume_in > 0:
+                self._resume_after(resume_in)
+
+    def _resume_after(self, delay: float) -> None:
+        # Waiters sleep until woken; when a pause starts, make sure someone wakes them as
+        # it ends, even if no request is left in flight to release a slot by then.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop: the waiters' safety poll covers it
+        loop.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        with self._lock:
             self._wake()
 
     @asynccontextmanager

@@ -100,7 +100,12 @@ def webhook(
 
 @app.command()
 def drain(
-    batch_size: Annotated[int, typer.Option(help="rows claimed at a time", min=1, max=5000)] = 500,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="subscriptions claimed at a time, each with all its callouts", min=1, max=5000
+        ),
+    ] = 500,
     window: Annotated[
         float,
         typer.Option(help="seconds to keep draining; 0 drains until empty, then exits", min=0),
