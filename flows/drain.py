@@ -162,7 +162,9 @@ class _Wakeup:
         self._conn: Any = None
         if engine.dialect.name == "postgresql":
             try:
-                self._conn = engine.raw_connection().driver_connection
+                # A connection of its own, outside the engine's pool: it sits in LISTEN.
+                cargs, cparams = engine.dialect.create_connect_args(engine.url)
+                self._conn = engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
                 self._conn.autocommit = True
                 with self._conn.cursor() as cursor:
                     cursor.execute(f"LISTEN {inbox.NOTIFY_CHANNEL}")

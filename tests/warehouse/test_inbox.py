@@ -278,14 +278,22 @@ def test_concurrency__n_workers_process_every_row_exactly_once(
         assert busy > 1  # SKIP LOCKED let workers claim side by side
 
 
-def test_claim_whole_subscriptions__takes_every_waiting_callout_of_the_oldest(engine: Engine) -> None:
+def test_claim_whole_subscriptions__takes_every_waiting_callout_of_the_oldest(
+    engine: Engine,
+) -> None:
     keys = ["A-S1", "A-S2", "A-S1", "A-S3", "A-S1", "A-S2"]
     with engine.begin() as conn:
         inbox.enqueue(conn, [item(f"k{i}", key) for i, key in enumerate(keys)], now=T0)
         inbox.enqueue(conn, [NewItem("callout", "by-id", subscription_id="8a8082c4")], now=T0)
-        first = inbox.claim(conn, worker="w", limit=1, lease=LEASE, whole_subscriptions=True, now=T0)
-        second = inbox.claim(conn, worker="w", limit=2, lease=LEASE, whole_subscriptions=True, now=T0)
-        capped = inbox.claim(conn, worker="w", limit=5, lease=LEASE, whole_subscriptions=True, max_rows=1, now=T0)
+        first = inbox.claim(
+            conn, worker="w", limit=1, lease=LEASE, whole_subscriptions=True, now=T0
+        )
+        second = inbox.claim(
+            conn, worker="w", limit=2, lease=LEASE, whole_subscriptions=True, now=T0
+        )
+        capped = inbox.claim(
+            conn, worker="w", limit=5, lease=LEASE, whole_subscriptions=True, max_rows=1, now=T0
+        )
         last = inbox.claim(conn, worker="w", limit=5, lease=LEASE, whole_subscriptions=True, now=T0)
     assert [r.dedup_key for r in first] == ["k0", "k2", "k4"]  # all of A-S1, one claim
     assert [r.dedup_key for r in second] == ["k1", "k3", "k5"]  # A-S2 and A-S3
