@@ -221,6 +221,19 @@ _PG_ENQUEUE = _pg_enqueue_statement()
 _PG_ENQUEUE_NOTIFY = _with_notify(_PG_ENQUEUE)
 
 
+_RETIRE_FILTER = inbox.c.status != "pending"
+_RETIRED_KEY = inbox.c.dedup_key + "#" + cast(inbox.c.id, String)
+#: PostgreSQL form: one array parameter, so the text is the same for any number of keys.
+_PG_RETIRE = (
+    update(inbox)
+    .where(
+        inbox.c.dedup_key == func.any(bindparam("keys", type_=postgresql.ARRAY(String))),
+        _RETIRE_FILTER,
+    )
+    .values(dedup_key=_RETIRED_KEY)
+)
+
+
 def _retire_processed_keys(conn: Connection, keys: list[str]) -> None:
     """Free content keys whose row is no longer pending, so an identical item can be stored.
 
@@ -228,11 +241,34 @@ def _retire_processed_keys(conn: Connection, keys: list[str]) -> None:
     second finds the key already changed, and its INSERT then meets the first one's new
     pending row: a duplicate, as it should be.
     """
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_RETIRE, {"keys": keys})
+        return
     conn.execute(
         update(inbox)
-        .where(inbox.c.dedup_key.in_(keys), inbox.c.status != "pending")
-        .values(dedup_key=inbox.c.dedup_key + "#" + cast(inbox.c.id, String))
+        .where(inbox.c.dedup_key.in_(keys), _RETIRE_FILTER)
+        .values(dedup_key=_RETIRED_KEY)
     )
+
+
+def _pg_params(items: Sequence[NewItem], now: datetime) -> dict[str, Any]:
+    return {
+        "source": [item.source for item in items],
+        "dedup_key": [item.dedup_key for item in items],
+        "subscription_number": [item.subscription_number for item in items],
+        "subscription_id": [item.subscription_id for item in items],
+        "payload": [orjson.dumps(item.payload).decode() for item in items],
+        "now": now,
+    }
+
+
+def _results(items: Sequence[NewItem], stored_rows: Iterable[Sequence[Any]]) -> list[Enqueued]:
+    stored = {row[1]: row[0] for row in stored_rows}
+    results: list[Enqueued] = []
+    for item in items:
+        # A key repeated inside one batch is stored once; later repeats are duplicates.
+        results.append(Enqueued(item.dedup_key, stored.pop(item.dedup_key, None)))
+    return results
 
 
 def enqueue(
@@ -258,43 +294,84 @@ def enqueue(
     if while_pending:
         _retire_processed_keys(conn, while_pending)
     if conn.dialect.name == "postgresql":
-        params = {
-            "source": [item.source for item in items],
-            "dedup_key": [item.dedup_key for item in items],
-            "subscription_number": [item.subscription_number for item in items],
-            "subscription_id": [item.subscription_id for item in items],
-            "payload": [orjson.dumps(item.payload).decode() for item in items],
-            "now": now,
+        statement = _PG_ENQUEUE_NOTIFY if notify else _PG_ENQUEUE
+        return _results(items, conn.execute(statement, _pg_params(items, now)))
+    rows = [
+        {
+            "source": item.source,
+            "dedup_key": item.dedup_key,
+            "subscription_number": item.subscription_number,
+            "subscription_id": item.subscription_id,
+            "payload": item.payload,
+            "status": "pending",
+            "attempts": 0,
+            "available_at": now,
+            "received_at": now,
         }
-        result = conn.execute(_PG_ENQUEUE_NOTIFY if notify else _PG_ENQUEUE, params)
-    else:
-        rows = [
-            {
-                "source": item.source,
-                "dedup_key": item.dedup_key,
-                "subscription_number": item.subscription_number,
-                "subscription_id": item.subscription_id,
-                "payload": item.payload,
-                "status": "pending",
-                "attempts": 0,
-                "available_at": now,
-                "received_at": now,
-            }
-            for item in items
-        ]
-        stmt = (
-            _insert(conn)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["dedup_key"])
-            .returning(inbox.c.id, inbox.c.dedup_key)
-        )
-        result = conn.execute(stmt)
-    stored = {row[1]: row[0] for row in result}
-    results: list[Enqueued] = []
-    for item in items:
-        # A key repeated inside one batch is stored once; later repeats are duplicates.
-        results.append(Enqueued(item.dedup_key, stored.pop(item.dedup_key, None)))
-    return results
+        for item in items
+    ]
+    stmt = (
+        _insert(conn)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(inbox.c.id, inbox.c.dedup_key)
+    )
+    return _results(items, conn.execute(stmt))
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """SQL with positional `$n` placeholders, and its arguments in order."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+class _Positional:
+    """A statement compiled once for asyncpg's `$n` placeholders."""
+
+    def __init__(self, statement: Any) -> None:
+        from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+
+        self.compiled = statement.compile(dialect=asyncpg_dialect.dialect())  # type: ignore[no-untyped-call]
+        self.sql = str(self.compiled)
+        self.order = tuple(self.compiled.positiontup or ())
+
+    def bind(self, values: dict[str, Any]) -> DriverStatement:
+        params = self.compiled.construct_params(values)
+        return DriverStatement(self.sql, tuple(params[name] for name in self.order))
+
+
+_DRIVER_RETIRE = _Positional(_PG_RETIRE)
+_DRIVER_ENQUEUE = {False: _Positional(_PG_ENQUEUE), True: _Positional(_PG_ENQUEUE_NOTIFY)}
+
+
+def enqueue_statements(
+    items: Sequence[NewItem], *, now: datetime | None = None, notify: bool = False
+) -> list[DriverStatement]:
+    """What `enqueue` runs on PostgreSQL, for a driver that takes `$n` placeholders (asyncpg).
+
+    For callers that talk to the driver directly to skip SQLAlchemy's per-statement cost
+    (the webhook's writer, measured ~0.2 ms per batch). Run the statements in order, in
+    one transaction or in autocommit mode; the last one returns `(id, dedup_key)` rows,
+    which `enqueue_results` turns into the same answer `enqueue` gives.
+    """
+    if not items:
+        return []
+    now = now or utcnow()
+    statements = []
+    while_pending = [item.dedup_key for item in items if item.dedup == "while_pending"]
+    if while_pending:
+        statements.append(_DRIVER_RETIRE.bind({"keys": while_pending}))
+    statements.append(_DRIVER_ENQUEUE[notify].bind(_pg_params(items, now)))
+    return statements
+
+
+def enqueue_results(
+    items: Sequence[NewItem], stored_rows: Iterable[Sequence[Any]]
+) -> list[Enqueued]:
+    """`enqueue`'s answer from the rows the last of `enqueue_statements` returned."""
+    return _results(items, stored_rows)
 
 
 def notify(conn: Connection) -> None:

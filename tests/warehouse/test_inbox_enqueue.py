@@ -148,3 +148,40 @@ def test_backlog__live_rows_and_the_oldest_of_them(engine: Engine) -> None:
     assert (found.pending, found.processing, found.depth) == (1, 1, 2)
     assert found.oldest_received_at == T0  # the claimed one is still waiting to be done
     assert found.oldest_age_seconds == 600
+
+
+def test_enqueue_statements__the_same_answer_through_asyncpg(pg_engine: Engine) -> None:
+    import asyncio
+
+    import asyncpg
+
+    with pg_engine.begin() as conn:
+        _, earlier = inbox.enqueue(conn, [NewItem("callout", "old", "A-S0"), content("c1")])
+        inbox.claim(conn, worker="w", limit=5, lease=LEASE)
+    batch = [
+        NewItem("callout", "new", "A-S1", payload={"p": [1, "x"]}),
+        NewItem("callout", "old", "A-S0"),
+        NewItem("callout", "new", "A-S1"),
+        content("c1"),
+    ]
+    dsn = pg_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run() -> list[inbox.Enqueued]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows: list[object] = []
+            for statement in inbox.enqueue_statements(batch, now=T0, notify=True):
+                rows = await conn.fetch(statement.sql, *statement.args)
+            return inbox.enqueue_results(batch, rows)  # type: ignore[arg-type]
+        finally:
+            await conn.close()
+
+    results = asyncio.run(run())
+    assert [r.duplicate for r in results] == [False, True, True, False]
+    with pg_engine.connect() as conn:
+        stored = conn.execute(
+            sql_select(inbox_table).where(inbox_table.c.id == results[0].id)
+        ).one()
+    assert (stored.dedup_key, stored.payload, stored.received_at) == ("new", {"p": [1, "x"]}, T0)
+    assert [k for k, _ in keys(pg_engine)] == ["old", f"c1#{earlier.id}", "new", "c1"]
+    assert inbox.enqueue_statements([]) == []
