@@ -1,6 +1,6 @@
 """Benchmark: the callout webhook on PostgreSQL, beside the ceilings measured in the same run.
 
-    .venv/bin/python bench/webhook.py [--workers 2] [--duration 10] [--rounds 3]
+    .venv/bin/python bench/webhook.py [--workers 1] [--duration 10] [--rounds 3]
 
 What it does, all on this machine and in one run:
 
@@ -277,6 +277,16 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def cpu_pressure() -> float | None:
+    """Share of the last minute some task waited for a CPU (Linux PSI), in percent: how
+    much other work competed with the benchmark."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return float(line.split("avg60=")[1].split()[0])
+
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -547,7 +557,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--duration", type=float, default=10, help="seconds per full-speed run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
@@ -567,7 +577,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="zs-bench-"))
     password = secrets.token_urlsafe(18)
     auth = "Basic " + base64.b64encode(f"zuora-bench:{password}".encode()).decode()
-    report = Report(machine={"cpus": os.cpu_count(), "load_before": load_average()})
+    report = Report(
+        machine={
+            "cpus": os.cpu_count(),
+            "load_before": load_average(),
+            "cpu_pressure_before": cpu_pressure(),
+        }
+    )
     print(f"logs and scratch files: {work}")
     with (
         fresh_database(args.pg_url, "webhook") as hook_db,
@@ -631,6 +647,7 @@ def main() -> None:
             ),
         }
     report.machine["load_after"] = load_average()
+    report.machine["cpu_pressure_after"] = cpu_pressure()
     report.verdict = verdict(report)
     print_report(report, args)
     if args.json:

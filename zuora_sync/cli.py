@@ -95,11 +95,12 @@ def webhook(
     workers: Annotated[
         int,
         typer.Option(
-            help="worker processes; one per core (measured: see docs/zuora_callouts.md)",
+            help="worker processes: one per core the webhook has to itself "
+            "(see docs/zuora_callouts.md, 'Serving')",
             min=1,
             max=64,
         ),
-    ] = 2,
+    ] = 1,
 ) -> None:
     """Serve the Zuora callout receiver (POST /api/v1/zuora/callouts/sync_subscription)."""
     from webhook.serve import serve
