@@ -83,6 +83,18 @@ class CalloutReceiver:
         except Rejection as exc:
             await self._reject(send, exc, started, notification_id, request_id, callout)
             return
+        except ClientDisconnected:
+            # Nobody to answer, nothing stored; Zuora (if it was Zuora) will retry.
+            log.info(
+                "callout",
+                extra=fields(
+                    outcome="disconnected",
+                    notification_id=notification_id,
+                    request_id=request_id,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                ),
+            )
+            return
         except Exception as exc:
             if not isinstance(exc, StoreError):
                 log.exception(
@@ -236,6 +248,10 @@ class CalloutReceiver:
         )
 
 
+class ClientDisconnected(Exception):
+    """The client went away before sending its whole body."""
+
+
 def notification_key(notification_id: str) -> str:
     """The inbox dedup key of a callout with a `Zuora-Notification-Id`."""
     if len(notification_id) > MAX_NOTIFICATION_ID_LENGTH:
@@ -275,7 +291,7 @@ async def _read_body(receive: Receive) -> bytes:
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            raise ConnectionError("the client disconnected before sending its body")
+            raise ClientDisconnected
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)

@@ -97,6 +97,10 @@ class InboxWriter(abc.ABC):
     def alive(self) -> bool:
         """Whether items are being taken."""
 
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise unless the inbox table answers the way the writer reaches it."""
+
     # --- shared failure handling ---------------------------------------------------------------
 
     def _cooling_down(self) -> bool:
@@ -141,6 +145,7 @@ def _settle(batch: Sequence[Pending], outcome: Outcome) -> None:
 #: shutdown, statement timeout), system (58), and a missing table or database (42P01, 3D000).
 _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "28", "53", "57", "58")
 _UNAVAILABLE_SQLSTATES = ("42P01", "3D000", "42501")
+_PING = "SELECT count(*) FROM (SELECT 1 FROM callout_inbox LIMIT 0) AS probe"
 
 
 class AsyncPgWriter(InboxWriter):
@@ -290,6 +295,16 @@ class AsyncPgWriter(InboxWriter):
         with contextlib.suppress(Exception):  # it is being thrown away anyway
             conn.terminate()
 
+    async def ping(self) -> None:
+        self._down_until = 0.0  # a readiness probe may always try
+        conn, _ = await self._checkout()
+        try:
+            await conn.fetchval(_PING)
+        except Exception:
+            await self._discard(conn)
+            raise
+        self._idle.append(conn)
+
     async def stop(self) -> None:
         self._running = False
         while self._queue:  # normally empty: uvicorn finished the requests in flight first
@@ -368,6 +383,13 @@ class ThreadWriter(InboxWriter):
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join, STATEMENT_TIMEOUT_MS / 1000 + 5)
         self._thread = None
+
+    async def ping(self) -> None:
+        def probe() -> None:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(_PING)
+
+        await asyncio.to_thread(probe)
 
     def _run(self) -> None:
         stopping = False

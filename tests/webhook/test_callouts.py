@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +16,7 @@ from sqlalchemy import update
 from warehouse import inbox
 from warehouse.models import inbox as inbox_table
 
-from .conftest import AUTH, BASIC, CALLOUT, USER, Live
+from .conftest import AUTH, BASIC, CALLOUT, USER, Live, LogCapture
 
 CALLOUT_JSON = {
     "SubscriptionNumber": "A-S00000101",
@@ -276,3 +279,19 @@ def test_sqlite__the_happy_path(sqlite_url: str, start: Callable[..., Live]) -> 
     assert rows[0].payload["fields"]["Version"] == 2
     assert live.client.get("/readyz").status_code == 200
     assert USER not in str(rows[0].payload)
+
+
+def test_client_gone_mid_body__nothing_stored_no_error_logged(live: Live, logs: LogCapture) -> None:
+    head = (
+        f"POST {CALLOUT} HTTP/1.1\r\nHost: x\r\nAuthorization: {BASIC}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(head + b'{"Subscrip')
+    deadline = time.monotonic() + 5
+    while not logs.events("callout"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert logs.events("callout")[-1]["outcome"] == "disconnected"
+    assert not [r for r in logs.records if r.levelno >= logging.ERROR]
+    assert live.rows() == []
