@@ -2,7 +2,7 @@
 
 `create_app()` builds everything from the settings, so tests, benchmarks and
 `zuora-sync webhook` (uvicorn, possibly several worker processes, each calling the factory)
-get the same app. The group-commit writer thread starts and stops with the app's lifespan;
+get the same app. The group-commit writer starts and stops with the app's lifespan;
 uvicorn finishes the requests in flight before the lifespan ends, so none of them is
 dropped on shutdown.
 """

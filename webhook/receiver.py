@@ -4,7 +4,7 @@ It runs for every callout, so it is written against ASGI directly: one pass over
 headers, the body read in a bounded loop, orjson for JSON, pre-encoded response headers.
 FastAPI's per-request machinery (routing, dependency solving, pydantic) would cost more than
 everything below together; the FastAPI app still declares the route, for its OpenAPI
-document, and `CalloutFastPath` hands matching requests here before routing (see `app.py`).
+document, and `WebhookApp` hands matching requests here before routing (see `app.py`).
 
 Order of checks, each answered without touching the database:
 method (405) -> credentials (401 challenge) -> declared length (413) -> content type (415)
@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from warehouse.inbox import NewItem
+from warehouse.inbox import Enqueued, NewItem
 from webhook.auth import CHALLENGE, BasicAuth
 from webhook.callout import MAX_BODY_BYTES, BodyFormat, Callout, CalloutReader, Rejection
 from webhook.metrics import WebhookMetrics
@@ -77,8 +77,8 @@ class CalloutReceiver:
             headers = _headers(scope)
             notification_id = _text_header(headers.get(b"zuora-notification-id"))
             request_id = _text_header(headers.get(b"zuora-request-id"))
-            callout, body_format = await self._read(scope, receive, headers)
-            item = self._item(callout, body_format, notification_id, request_id)
+            callout = await self._read(scope, receive, headers)
+            item = self._item(callout, notification_id, request_id)
             result = await self._store(item)
         except Rejection as exc:
             await self._reject(send, exc, started, notification_id, request_id, callout)
@@ -130,9 +130,7 @@ class CalloutReceiver:
             ),
         )
 
-    async def _read(
-        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]
-    ) -> tuple[Callout, BodyFormat | None]:
+    async def _read(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]) -> Callout:
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         declared_raw = headers.get(b"content-length")
         body_format: BodyFormat | None = None
@@ -155,14 +153,10 @@ class CalloutReceiver:
             # The rest of the body may still be on the wire; closing beats reading it.
             exc.close_connection = chunked or bool(declared_raw and declared_raw != b"0")
             raise
-        return self.reader.read(body, body_format, scope.get("query_string", b"")), body_format
+        return self.reader.read(body, body_format, scope.get("query_string", b""))
 
     def _item(
-        self,
-        callout: Callout,
-        body_format: BodyFormat | None,
-        notification_id: str | None,
-        request_id: str | None,
+        self, callout: Callout, notification_id: str | None, request_id: str | None
     ) -> NewItem:
         payload = {
             "params": callout.params,
@@ -189,7 +183,7 @@ class CalloutReceiver:
             dedup="while_pending",
         )
 
-    async def _store(self, item: NewItem) -> Any:
+    async def _store(self, item: NewItem) -> Enqueued:
         future = self.writer.submit(item)
         loop = asyncio.get_running_loop()
         expiry = loop.call_later(STORE_TIMEOUT_SECONDS, _expire, future)
