@@ -49,8 +49,6 @@ from warehouse.types import UTCDateTime
 
 #: PostgreSQL channel a waiting drain LISTENs on; the webhook NOTIFYs it after a commit.
 NOTIFY_CHANNEL = "callout_inbox"
-#: The statement `notify` runs, for callers that talk to the driver directly.
-NOTIFY_SQL = f"NOTIFY {NOTIFY_CHANNEL}"
 
 MAX_ERROR_LENGTH = 4000
 
@@ -379,7 +377,7 @@ def enqueue_results(
 def notify(conn: Connection) -> None:
     """Wake drains waiting on LISTEN (PostgreSQL only; delivered when the transaction commits)."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(NOTIFY_SQL)
+        conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 def _claimable(now: datetime, max_attempts: int) -> Any:

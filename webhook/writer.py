@@ -153,15 +153,8 @@ class AsyncPgWriter(InboxWriter):
 
     Each batch runs the statements `inbox.enqueue_statements` plans (the same SQL as
     `inbox.enqueue`, compiled once for asyncpg, prepared once per connection) in autocommit
-    mode: one round trip does the INSERT and its commit. While all connections are busy,
-    callouts queue up and the next free connection takes all of them.
-
-    Drains are woken by `NOTIFY` from a connection of its own, after the commit, not inside
-    the INSERT's transaction: PostgreSQL serialises every committing transaction that
-    notifies (a cluster-wide lock held through the WAL flush), which would stop two batches
-    from ever sharing a flush. The notifying session commits without waiting for the flush
-    (`synchronous_commit = off`): a wake-up lost in a crash only delays a drain until its
-    next poll. Notifications are coalesced: one in flight, at most one more queued.
+    mode: one round trip does the INSERT, its NOTIFY and the commit. While all connections
+    are busy, callouts queue up and the next free connection takes all of them.
     """
 
     def __init__(
@@ -182,9 +175,6 @@ class AsyncPgWriter(InboxWriter):
         self._busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
-        self._notifier: Any = None
-        self._notify_task: asyncio.Task[None] | None = None
-        self._notify_again = False
 
     def __repr__(self) -> str:
         return f"AsyncPgWriter(connections={self.connections}, busy={self._busy})"
@@ -246,7 +236,7 @@ class AsyncPgWriter(InboxWriter):
             conn, reused = await self._checkout()
             try:
                 rows: list[Any] = []
-                for statement in inbox.enqueue_statements(items):
+                for statement in inbox.enqueue_statements(items, notify=True):
                     rows = await conn.fetch(statement.sql, *statement.args)
             except Exception as exc:
                 broken = _broken_connection(exc)
@@ -260,8 +250,6 @@ class AsyncPgWriter(InboxWriter):
                     raise self._unavailable(exc) from exc
                 raise
             self._idle.append(conn)
-            if rows:
-                self._wake_drains()
             return inbox.enqueue_results(items, rows)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -307,38 +295,6 @@ class AsyncPgWriter(InboxWriter):
         with contextlib.suppress(Exception):  # it is being thrown away anyway
             conn.terminate()
 
-    def _wake_drains(self) -> None:
-        if self._notify_task is not None and not self._notify_task.done():
-            self._notify_again = True
-            return
-        self._notify_task = asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        import asyncpg
-
-        while True:
-            self._notify_again = False
-            try:
-                if self._notifier is None or self._notifier.is_closed():
-                    self._notifier = await asyncpg.connect(
-                        self._dsn,
-                        timeout=CONNECT_TIMEOUT_SECONDS,
-                        server_settings={
-                            "synchronous_commit": "off",
-                            "application_name": APPLICATION_NAME,
-                        },
-                    )
-                await self._notifier.execute(inbox.NOTIFY_SQL)
-            except Exception as exc:
-                # The row is stored either way; a drain that missed the wake-up polls.
-                log.debug("webhook.notify_failed", extra=fields(error=type(exc).__name__))
-                if self._notifier is not None:
-                    await self._discard(self._notifier)
-                self._notifier = None
-                return
-            if not self._notify_again:
-                return
-
     async def ping(self) -> None:
         self._down_until = 0.0  # a readiness probe may always try
         conn, _ = await self._checkout()
@@ -356,12 +312,7 @@ class AsyncPgWriter(InboxWriter):
             await asyncio.sleep(0)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=STATEMENT_TIMEOUT_MS / 1000 + 1)
-        if self._notify_task is not None:
-            await asyncio.wait([self._notify_task], timeout=CONNECT_TIMEOUT_SECONDS)
         idle, self._idle = self._idle, []
-        if self._notifier is not None:
-            idle.append(self._notifier)
-            self._notifier = None
         for conn in idle:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), timeout=2)
