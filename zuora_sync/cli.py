@@ -92,10 +92,20 @@ def db_upgrade(
 def webhook(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port", min=1, max=65535)] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="worker processes: one per core the webhook has to itself "
+            "(see docs/zuora_callouts.md, 'Serving')",
+            min=1,
+            max=64,
+        ),
+    ] = 1,
 ) -> None:
     """Serve the Zuora callout receiver (POST /api/v1/zuora/callouts/sync_subscription)."""
-    settings()
-    _not_built("webhook", issue=4)
+    from webhook.serve import serve
+
+    serve(settings(), host=host, port=port, workers=workers)
 
 
 @app.command()

@@ -99,8 +99,12 @@ class Settings(BaseSettings):
     )
     ZUORA_MAX_CONCURRENCY: int = Field(20, ge=1, le=200)
 
-    CALLOUT_USERNAME: SecretStr | None = None
-    CALLOUT_PASSWORD: SecretStr | None = None
+    CALLOUT_USERNAME: SecretStr | None = Field(
+        None, description="HTTP Basic username Zuora's callout presents (no colon)"
+    )
+    CALLOUT_PASSWORD: SecretStr | None = Field(
+        None, description="HTTP Basic password Zuora's callout presents"
+    )
 
     # The inbox queue's policy. Defaults suit a one-minute drain schedule.
     INBOX_LEASE_SECONDS: float = Field(120.0, gt=0, description="how long a claim is held")
@@ -138,6 +142,14 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"not custom field names (Name__c): {', '.join(bad)}")
         return tuple(dict.fromkeys(value))
+
+    @field_validator("CALLOUT_USERNAME")
+    @classmethod
+    def _check_callout_username(cls, value: SecretStr | None) -> SecretStr | None:
+        # HTTP Basic sends "user:password"; a colon in the user name cannot be told apart.
+        if value is not None and ":" in value.get_secret_value():
+            raise ValueError("must not contain a colon (HTTP Basic cannot carry one)")
+        return value
 
     @model_validator(mode="after")
     def _callout_credentials_come_in_pairs(self) -> Settings:
