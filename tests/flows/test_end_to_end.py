@@ -129,4 +129,4 @@ def test_an_admin_edit_reaches_the_cache_through_callout_webhook_and_drain(
     for notification in sent:
         final = notification["attempts"][-1]
         assert (final["status"], final["authSent"]) == (200, True)
-    assert {r.dedup_key for r in rows} == {f"zuora:{n['notificationId']}" for n in sent}
+    assert {r.dedup_key for r in rows} == {f"callout:{n['notificationId']}" for n in sent}
