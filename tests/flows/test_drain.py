@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 
 from flows.drain import Drainer, DrainOptions, DrainStats
-from tests.compare import cache_differences
 from warehouse import inbox
 from warehouse.inbox import NewItem, RetryPolicy
 from warehouse.models import inbox as inbox_table
 from warehouse.models import subscriptions
+from warehouse.verify import cache_differences
 from zuora.client import RetryBudget, ZuoraClient
 from zuora.limiter import AdaptiveLimiter
 from zuora.sandbox.server import RunningSandbox

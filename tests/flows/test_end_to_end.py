@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from tests.compare import cache_differences
 from tests.flows.test_drain import drain, statuses
 from tests.webhook.conftest import PASSWORD, USER, Live, serve, webhook_settings
 from warehouse.models import subscriptions
+from warehouse.verify import cache_differences
 from zuora.client import ZuoraClient
 from zuora.limiter import AdaptiveLimiter
 from zuora.sandbox.server import RunningSandbox

@@ -1,4 +1,9 @@
-"""The one comparison every end-to-end test ends with: cache == Zuora, row for row."""
+"""Cache == Zuora, row for row: the check the demo, the tests and the fault suite end with.
+
+Zuora's side is a set of latest-version payloads (e.g. the sandbox's export, or GETs from a
+real tenant); each is mapped to rows exactly as the drain would write them and compared,
+column by column, with what the cache holds.
+"""
 
 from __future__ import annotations
 
@@ -63,8 +68,7 @@ def cache_differences(engine: Engine, zuora: Iterable[Mapping[str, Any]]) -> lis
                 problems.append(f"{name} {key} is in the cache but not in Zuora")
         for key in expected.keys() & actual.keys():
             for column, value in expected[key].items():
-                if actual[key].get(column) != value:
-                    problems.append(
-                        f"{name} {key}: {column} is {actual[key].get(column)!r}, Zuora has {value!r}"
-                    )
+                held = actual[key].get(column)
+                if held != value:
+                    problems.append(f"{name} {key}: {column} is {held!r}, Zuora has {value!r}")
     return problems
