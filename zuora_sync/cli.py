@@ -327,26 +327,23 @@ def sandbox(
 
 
 @app.command()
-def demo() -> None:
-    """Run the whole pipeline end to end on embedded defaults and tell what happened."""
-    from warehouse import migrate
+def demo(
+    subscriptions: Annotated[
+        int, typer.Option(help="subscriptions in the simulated tenant", min=40, max=20_000)
+    ] = 200,
+    database: Annotated[
+        Path, typer.Option(help="the demo's own SQLite file, recreated on each run")
+    ] = Path("zuora_sync_demo.db"),
+) -> None:
+    """Run both paths end to end on embedded defaults (SQLite, an in-process sandbox) and tell
+    what happened. Exit 1 if the cache does not end equal to Zuora."""
+    from zuora_sync.demo import DemoFailed, DemoOptions, run_demo
 
-    current = settings()
-    engine = _engine(current)
     try:
-        before = migrate.current_revision(engine)
-        migrate.upgrade(current.DATABASE_URL)
-        after = migrate.current_revision(engine)
-    finally:
-        engine.dispose()
-    typer.echo(f"warehouse: {current.database_url_masked}")
-    if before is None:
-        typer.echo(f"  schema created at revision {after}")
-    else:
-        typer.echo(f"  schema {'already at' if before == after else 'moved to'} revision {after}")
-    typer.echo("  tables: callout_inbox, zuora_subscriptions, zuora_rate_plans,")
-    typer.echo("          zuora_rate_plan_charges, sync_runs")
-    typer.echo("The sandbox, webhook and flows join this demo as their issues land.")
+        run_demo(DemoOptions(subscriptions=subscriptions, database=database), out=typer.echo)
+    except DemoFailed as exc:
+        typer.echo(f"zuora-sync demo: FAILED: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @zuora_app.command("setup-callout")
