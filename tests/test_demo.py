@@ -19,8 +19,16 @@ def test_the_demo_tells_the_whole_story_and_ends_with_cache_equal_to_zuora(tmp_p
     # A real deployment's settings in the environment must not leak into the demo.
     env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/nowhere"
     done = subprocess.run(
-        [sys.executable, "-m", "zuora_sync", "demo", "--subscriptions", "60", "--database",
-         str(database)],
+        [
+            sys.executable,
+            "-m",
+            "zuora_sync",
+            "demo",
+            "--subscriptions",
+            "60",
+            "--database",
+            str(database),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -38,14 +46,14 @@ def test_the_demo_tells_the_whole_story_and_ends_with_cache_equal_to_zuora(tmp_p
     engine = create_engine(f"sqlite:///{database}")
     with engine.connect() as conn:
         live = conn.scalar(
-            select(func.count()).select_from(subscriptions).where(
-                subscriptions.c.deleted_at.is_(None)
-            )
+            select(func.count())
+            .select_from(subscriptions)
+            .where(subscriptions.c.deleted_at.is_(None))
         )
         gone = conn.scalar(
-            select(func.count()).select_from(subscriptions).where(
-                subscriptions.c.deleted_at.is_not(None)
-            )
+            select(func.count())
+            .select_from(subscriptions)
+            .where(subscriptions.c.deleted_at.is_not(None))
         )
         sources = dict(
             conn.execute(text("SELECT source, count(*) FROM callout_inbox GROUP BY source")).all()

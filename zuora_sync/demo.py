@@ -41,7 +41,8 @@ from flows.reconcile import ReconcileReport, run_reconcile
 from flows.runner import run_drain
 from warehouse import inbox, migrate
 from warehouse.db import make_engine
-from warehouse.models import callout_inbox, rate_plan_charges, rate_plans, subscriptions
+from warehouse.models import charges, rate_plans, subscriptions
+from warehouse.models import inbox as callout_inbox
 from warehouse.verify import cache_differences
 from zuora.callout_setup import setup_callout
 from zuora.sandbox.config import DEFAULT_TENANT_ID, SandboxConfig
@@ -128,7 +129,9 @@ async def _story(
     for line in first.render_text().splitlines():
         story.say(line)
     again = await setup_callout(settings, env=DEMO_ENV, callout_url=webhook_url + CALLOUT_PATH)
-    story.say(f"second run: {_changes(again)}")
+    if again.changed:
+        raise DemoFailed("a second setup run changed the tenant again; it must be idempotent")
+    story.say("second run: " + ", ".join(f"{o.kind} {o.name} {o.action}" for o in again.objects))
 
     story.chapter("Backfill the empty cache: a full reconcile finds every subscription missing")
     report = await run_reconcile(settings, mode="full")
@@ -148,8 +151,7 @@ async def _story(
     story.say(f"the tenant fired {len(delivered)} callouts; the webhook stored {arrived - before}")
     stats = await run_drain(settings, DrainOptions.from_settings(settings, window_seconds=0))
     story.say(
-        f"drain: {stats.completed} callouts -> {stats.fetched} subscriptions fetched and "
-        "upserted"
+        f"drain: {stats.completed} callouts -> {stats.fetched} subscriptions fetched and upserted"
     )
     _check_cache_equals(engine, admin)
     story.say(f"the cache matches Zuora again, {len(edited)} edits included")
@@ -192,14 +194,24 @@ async def _story(
     story.say("inbox: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
 
 
-def _tell(story: Story, report: ReconcileReport) -> None:
+def _tell(story: Story, report: ReconcileReport, examples: int = 5) -> None:
+    """The reconcile's own report, with its list of examples cut short for the story."""
+    shown = hidden = 0
+    in_examples = False
     for line in report.render_text().splitlines():
+        if line.strip() == "examples:":
+            in_examples = True
+        elif in_examples and line.startswith("    "):
+            if shown == examples:
+                hidden += 1
+                continue
+            shown += 1
+        else:
+            if hidden:
+                story.say(f"    ... and {hidden} more")
+                hidden = 0
+            in_examples = False
         story.say(line)
-
-
-def _changes(result: Any) -> str:
-    text: str = result.render_text().splitlines()[-1]
-    return text
 
 
 def _count(engine: Engine) -> str:
@@ -210,7 +222,7 @@ def _count(engine: Engine) -> str:
                 if table is subscriptions
                 else select(func.count()).select_from(table)
             )
-            for table in (subscriptions, rate_plans, rate_plan_charges)
+            for table in (subscriptions, rate_plans, charges)
         ]
     return f"{counts[0]} subscriptions, {counts[1]} rate plans, {counts[2]} charges"
 
