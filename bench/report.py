@@ -238,7 +238,7 @@ def drain_rows(doc: dict[str, Any]) -> list[Row]:
     rows = [
         Row(
             "Drain: subscriptions synced/s",
-            f">= 0.9 × bound = {fmt(0.9 * bound)}/s",
+            f">= 0.9 x bound = {fmt(0.9 * bound)}/s",
             rate,
             "/s",
             note=f"bound (limit / latency) {fmt(bound)}/s; "
@@ -327,7 +327,7 @@ PLACEHOLDERS: dict[str, list[tuple[str, str]]] = {
         ("Webhook: callouts lost (answered 2xx, no inbox row)", "0"),
     ],
     "drain": [
-        ("Drain: subscriptions synced/s", ">= 0.9 × (limit / latency)"),
+        ("Drain: subscriptions synced/s", ">= 0.9 x (limit / latency)"),
         ("Drain: requests answered 429", "< 1%"),
         ("Drain: speed-up over the naive worker (callouts/s)", ">= 30x"),
     ],
