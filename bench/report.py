@@ -18,18 +18,21 @@ target / measured for ceilings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -87,27 +90,29 @@ def run_one(name: str, *, quick: bool, results: Path, bench_dir: Path, timeout: 
     log = logs / f"{name}.log"
     print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
     started = time.time()
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert proc.stdout is not None
+    with (
+        log.open("w") as sink,
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # Its own process group: on a timeout, whatever it started goes with it.
+            start_new_session=True,
+        ) as proc,
+    ):
+        copier = threading.Thread(target=tee, args=(proc.stdout, sink), daemon=True)
+        copier.start()
         try:
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                sink.write(line)
-                if time.time() - started > timeout:
-                    raise TimeoutError
-            proc.wait(timeout=max(1.0, timeout - (time.time() - started)))
-        except (TimeoutError, subprocess.TimeoutExpired):
-            # The benchmark's own cleanup (databases, servers) runs on SIGTERM.
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop(proc)
             outcome.problem = f"timed out after {timeout:.0f} s (log: {rel(log)})"
+        except KeyboardInterrupt:
+            stop(proc)
+            raise
+        copier.join(timeout=10)
     outcome.seconds = time.time() - started
     if outcome.problem is None and proc.returncode != 0:
         outcome.problem = f"exited with {proc.returncode} (log: {rel(log)})"
@@ -115,6 +120,25 @@ def run_one(name: str, *, quick: bool, results: Path, bench_dir: Path, timeout: 
     if outcome.problem is None and (not result.exists() or result.stat().st_mtime < started):
         outcome.problem = f"wrote no {result.name} (log: {rel(log)})"
     return outcome
+
+
+def tee(stream: IO[str], sink: IO[str]) -> None:
+    for line in stream:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        sink.write(line)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGINT first: a benchmark's finally blocks drop its databases and stop its servers
+    (SIGTERM would skip them). Then, if it hangs, its whole process group is killed."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def rel(path: Path) -> str:
@@ -167,6 +191,8 @@ class Row:
 
 
 def fmt(value: float) -> str:
+    if isinstance(value, int):  # counts stay counts
+        return f"{value:,}"
     if value == 0 or abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
