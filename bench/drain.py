@@ -118,14 +118,15 @@ def per_second(engine: Engine, started_at: float) -> list[dict[str, int]]:
     with engine.connect() as conn:
         found = {row.second: row for row in conn.execute(query, {"start": started_at})}
     last = max(found, default=-1)
-    # Seconds in which nothing finished are zeros, not gaps, so the plot shows the stalls.
+    # Seconds in which nothing finished are zeros, not gaps, so the plot shows the ramp-up
+    # and any stall.
     return [
         {
             "second": second,
             "subscriptions": int(found[second].subscriptions) if second in found else 0,
             "callouts": int(found[second].callouts) if second in found else 0,
         }
-        for second in range(max(0, min(found, default=0)), last + 1)
+        for second in range(last + 1)
     ]
 
 

@@ -203,7 +203,10 @@ def fmt(value: float) -> str:
 
 
 def fmt_ratio(value: float) -> str:
-    return "∞" if math.isinf(value) else f"{value:.2f}"
+    if math.isinf(value):
+        return "∞"
+    # A far miss keeps two significant digits rather than showing as 0.00.
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def at_least(measured: float, target: float) -> tuple[float, bool]:
@@ -526,7 +529,7 @@ def plot(loaded: dict[str, Any], path: Path) -> None:
         top.axhline(0.9 * bound, color="red", linestyle=":", label=f"target {0.9 * bound:.0f}/s")
         top.set_xlabel("seconds since the drain started")
         top.set_ylabel("subscriptions synced per second")
-        top.legend(loc="lower right")
+        top.legend(loc="best")
         top.set_ylim(0, 1.1 * max([bound, *(p["subscriptions"] for p in series)]))
     except (AssertionError, KeyError, TypeError, ValueError):
         unavailable(top, drain)
@@ -547,7 +550,7 @@ def plot(loaded: dict[str, Any], path: Path) -> None:
         bottom.axhline(2.0, color="red", linestyle=":", label="target p95 2 s")
         bottom.set_xlabel("seconds since the first callout was sent")
         bottom.set_ylabel("callout to cache, s")
-        bottom.legend(loc="upper right")
+        bottom.legend(loc="best")
         bottom.set_ylim(0, 1.1 * max(2.0, *lags))
     except (AssertionError, KeyError, TypeError, ValueError) as exc:
         unavailable(bottom, fresh if not isinstance(fresh, dict) else str(exc))
