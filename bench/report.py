@@ -604,7 +604,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(NAMES),
         help=f"benchmarks to run, comma-separated (default: {','.join(NAMES)})",
     )
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results are")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where the JSON results are read from (default bench/results/, where the "
+        "benchmarks write them)",
+    )
     parser.add_argument("--bench-dir", type=Path, default=BENCH, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=DOC, help="the markdown report")
     parser.add_argument("--png", type=Path, default=PLOT, help="the plot")
