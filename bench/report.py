@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -190,9 +190,13 @@ class Row:
         return [self.figure, value, self.target, ratio, met, self.note]
 
 
+def is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def fmt(value: float) -> str:
-    if isinstance(value, int):  # counts stay counts
-        return f"{value:,}"
+    if isinstance(value, int) or (math.isfinite(value) and value.is_integer()):
+        return f"{int(value):,}"
     if value == 0 or abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -390,6 +394,90 @@ def judge(loaded: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def context(loaded: dict[str, Any]) -> list[tuple[str, str]]:
+    """Figures from the same runs that no target names but that explain the ones it does:
+    the ceilings measured beside the webhook, the drain's bound and sizes, and so on."""
+    found: list[tuple[str, str]] = []
+
+    def add(name: str, label: str, value: Callable[[dict[str, Any]], str]) -> None:
+        doc = loaded.get(name)
+        if isinstance(doc, dict):
+            with contextlib.suppress(KeyError, TypeError, ValueError, ZeroDivisionError):
+                found.append((label, value(doc)))
+
+    add(
+        "webhook",
+        "Webhook: pgbench, the same INSERT, rows/s at 1 / 50 rows per commit",
+        lambda d: (
+            f"{fmt(d['pgbench']['single_row_per_s'])} / "
+            f"{fmt(d['pgbench']['batched_rows_per_s'])} (webhook / 1-row pgbench "
+            f"{d['full_speed']['webhook']['per_s_median'] / d['pgbench']['single_row_per_s']:.2f})"
+        ),
+    )
+    add(
+        "webhook",
+        "Webhook: no-op plain ASGI app, requests/s",
+        lambda d: fmt(d["full_speed"]["noop_asgi"]["per_s_median"]),
+    )
+    add(
+        "webhook",
+        "Webhook: full speed p50 / p99, ms",
+        lambda d: (
+            f"{fmt(d['full_speed']['webhook']['p50_ms_median'])} / "
+            f"{fmt(d['full_speed']['webhook']['p99_ms_median'])}"
+        ),
+    )
+    add(
+        "webhook",
+        "Webhook: CPU per callout, webhook + PostgreSQL, us",
+        lambda d: (
+            f"{fmt(d['full_speed']['webhook']['server_cpu_us_per_request'])} + "
+            f"{fmt(d['full_speed']['webhook']['database_cpu_us_per_request'])}"
+        ),
+    )
+    add(
+        "webhook",
+        "Webhook: generator floor at the fixed rate (no-op), p99 ms",
+        lambda d: fmt(d["fixed_rate"]["noop_asgi"]["p99_ms"]),
+    )
+    add(
+        "drain",
+        "Drain: backlog and sandbox",
+        lambda d: (
+            f"{d['callouts']:,} callouts over {d['subscriptions']:,} subscriptions; "
+            f"latency {fmt(d['latency_ms'])} ms, concurrency limit {d['limit']}, "
+            f"peak seen {d['sandbox_peak_concurrency']}"
+        ),
+    )
+    add(
+        "drain",
+        "Drain: callouts/s (drain / naive worker)",
+        lambda d: f"{fmt(d['drain']['callouts_per_s'])} / {fmt(d['naive']['callouts_per_s'])}",
+    )
+    add(
+        "freshness",
+        "Freshness: trickle and Zuora latency",
+        lambda d: (
+            f"{fmt(d['rate'])} callouts/s for {fmt(d['seconds'])} s; "
+            f"latency {fmt(d['latency_ms'])} ms per GET"
+        ),
+    )
+    add("freshness", "Freshness: max, s", lambda d: fmt(d["max_s"]))
+    known = {"subscriptions", "total_s", "floor_s", "ratio", "peak_rss_mb"}
+    reconcile = loaded.get("reconcile")
+    if isinstance(reconcile, dict):
+        add("reconcile", "Reconcile: reading both sides only, s", lambda d: fmt(d["floor_s"]))
+        # Whatever else the reconcile benchmark measures, as it names it.
+        for key, value in reconcile.items():
+            if key in known:
+                continue
+            if is_number(value):
+                found.append((f"Reconcile: {key}", fmt(value)))
+            elif isinstance(value, str):
+                found.append((f"Reconcile: {key}", value))
+    return found
+
+
 # --- the machine -------------------------------------------------------------------------------
 
 
@@ -447,6 +535,7 @@ def render(
     outcomes: dict[str, Outcome],
     quick: bool,
     plot_name: str | None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> str:
     met = sum(r.met is True for r in rows)
     judged = sum(r.met is not None for r in rows)
@@ -482,6 +571,10 @@ def render(
         table(rows),
         "",
     ]
+    if extra:
+        out += ["Beside the targets, from the same runs:", "", "| Figure | Value |", "|---|---|"]
+        out += [f"| {label} | {value} |" for label, value in extra]
+        out.append("")
     ran = [o for o in outcomes.values() if o.command]
     if ran:
         out += ["Commands run:", ""]
@@ -662,7 +755,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     link = os.path.relpath(args.png.resolve(), args.out.resolve().parent)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        render(rows, machine=machine, outcomes=outcomes, quick=quick, plot_name=link)
+        render(
+            rows,
+            machine=machine,
+            outcomes=outcomes,
+            quick=quick,
+            plot_name=link,
+            extra=context(loaded),
+        )
     )
     print(f"\n{table(rows)}\n\nwrote {rel(args.out)} and {rel(args.png)}")
     return 0

@@ -54,6 +54,7 @@ def drain_result() -> dict[str, Any]:
         "drain": {
             "elapsed_s": 66.7,
             "subscriptions_per_s": 150.0,
+            "callouts_per_s": 1500.0,
             "fetched": 10_000,
             "requests": 10_000,
             "throttled": 200,
@@ -123,7 +124,7 @@ def test_table_has_a_row_per_target_with_ratios_oriented_so_one_is_met(tmp_path:
         webhook=webhook_result(),
         drain=drain_result(),
         freshness=freshness_result(),
-        reconcile=reconcile_result(),
+        reconcile={**reconcile_result(), "pull_s": 8.5, "mode": "full"},
     )
     rows, text, png = render(tmp_path)
 
@@ -137,7 +138,7 @@ def test_table_has_a_row_per_target_with_ratios_oriented_so_one_is_met(tmp_path:
     assert rows["Webhook: rate / no-op FastAPI endpoint's rate, same run"][2:4] == ["1.10", "yes"]
     # A ceiling: target / measured, below 1 when missed.
     assert rows["Webhook: p99 latency at 1,000/s (open loop)"][:4] == [
-        "25.0 ms",
+        "25 ms",
         "<= 20 ms",
         "0.80",
         "**no**",
@@ -145,13 +146,21 @@ def test_table_has_a_row_per_target_with_ratios_oriented_so_one_is_met(tmp_path:
     assert rows["Webhook: callouts lost (answered 2xx, no inbox row)"][0] == "0"
     assert rows["Webhook: callouts lost (answered 2xx, no inbox row)"][3] == "yes"
     assert rows["Drain: subscriptions synced/s"][1:4] == [">= 0.9 x bound = 144/s", "1.04", "yes"]
-    assert rows["Drain: requests answered 429"][:4] == ["2.00 %", "< 1%", "0.50", "**no**"]
+    assert rows["Drain: requests answered 429"][:4] == ["2 %", "< 1%", "0.50", "**no**"]
     assert rows["Drain: speed-up over the naive worker (callouts/s)"][2:4] == ["1.67", "yes"]
     assert rows["Freshness: callout to cache, p95"][:4] == ["1.40 s", "<= 2 s", "1.43", "yes"]
     assert rows["Reconcile: full diff of 1,000,000 subscriptions"][2:4] == ["0.80", "**no**"]
     assert rows["Reconcile: peak memory"][2:4] == ["1.28", "yes"]
     assert rows["Reconcile: time / time of merely reading both sides"][2:4] == ["0.80", "**no**"]
     assert "Targets met: 7 of 11 judged; 0 rows not run" in text
+    # Beside the targets: the ceilings measured in the same runs, and what else reconcile wrote.
+    assert (
+        "| Webhook: pgbench, the same INSERT, rows/s at 1 / 50 rows per commit"
+        " | 3,300 / 28,000 (webhook / 1-row pgbench 1.33) |"
+    ) in text
+    assert "| Drain: callouts/s (drain / naive worker) | 1,500 / 3 |" in text
+    assert "| Reconcile: pull_s | 8.50 |" in text
+    assert "| Reconcile: mode | full |" in text
     assert "![Drain throughput and freshness over time](benchmarks.png)" in text
     data = png.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
@@ -188,7 +197,7 @@ def test_a_smaller_reconcile_run_is_shown_but_not_judged_against_the_million(
     rows, _, _ = render(tmp_path)
 
     total = rows["Reconcile: full diff of 100,000 subscriptions"]
-    assert total[0] == "25.0 s" and total[3] == "n/a"
+    assert total[0] == "25 s" and total[3] == "n/a"
     assert "not 1,000,000: not judged" in total[4]
     assert rows["Reconcile: peak memory"][3] == "n/a"
     # The ratio to the read floor does not depend on the size.
