@@ -533,7 +533,7 @@ def render(
     *,
     machine: dict[str, Any],
     outcomes: dict[str, Outcome],
-    quick: bool,
+    quick: bool | None,
     plot_name: str | None,
     extra: Sequence[tuple[str, str]] = (),
 ) -> str:
@@ -541,7 +541,11 @@ def render(
     judged = sum(r.met is not None for r in rows)
     not_run = sum(r.measured is None for r in rows)
     before, after = machine.get("before", {}), machine.get("after", {})
-    size = "quick (small sizes: a smoke run, not a measurement)" if quick else "full"
+    size = {
+        True: "quick (small sizes: a smoke run, not a measurement)",
+        False: "full",
+        None: "unknown (results not written by bench/report.py)",
+    }[quick]
     out = [
         "# Benchmarks",
         "",
@@ -671,7 +675,7 @@ def this_machine() -> dict[str, Any]:
     }
 
 
-def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Outcome], bool]:
+def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Outcome], bool | None]:
     """The machine, outcomes and sizes of the run that wrote the results, when it was
     bench/report.py; results written by hand carry none, and say so."""
     try:
@@ -680,7 +684,7 @@ def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Outcome], bool]:
         return dict(doc["machine"]), outcomes, bool(doc["quick"])
     except (OSError, ValueError, KeyError, TypeError):
         unknown = "unknown (results not written by bench/report.py)"
-        return {"date": unknown, "commit": unknown, "cores": "?", "cpu": "?"}, {}, False
+        return {"date": unknown, "commit": unknown, "cores": "?", "cpu": "?"}, {}, None
 
 
 # --- the command -------------------------------------------------------------------------------

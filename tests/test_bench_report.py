@@ -153,6 +153,7 @@ def test_table_has_a_row_per_target_with_ratios_oriented_so_one_is_met(tmp_path:
     assert rows["Reconcile: peak memory"][2:4] == ["1.28", "yes"]
     assert rows["Reconcile: time / time of merely reading both sides"][2:4] == ["0.80", "**no**"]
     assert "Targets met: 7 of 11 judged; 0 rows not run" in text
+    assert "Sizes: unknown (results not written by bench/report.py)" in text
     # Beside the targets: the ceilings measured in the same runs, and what else reconcile wrote.
     assert (
         "| Webhook: pgbench, the same INSERT, rows/s at 1 / 50 rows per commit"
@@ -229,7 +230,8 @@ def test_benchmarks_that_fail_or_are_missing_leave_not_run_rows(tmp_path: Path) 
         "yes",
     ]
     assert "no database" in (results / "logs" / "webhook.log").read_text()
-    assert "Commit: unknown" not in out.read_text()
+    first = out.read_text()
+    assert "Commit: unknown" not in first and "- Sizes: full" in first
 
     # Rendering again from the files keeps what the run knew: why a benchmark gave nothing,
     # even though an older result would be lying there.
