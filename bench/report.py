@@ -584,7 +584,8 @@ def render(
         out += ["Commands run:", ""]
         for o in ran:
             took = f" ({o.seconds:.0f} s)" if o.seconds is not None else ""
-            out.append(f"- `{' '.join(['python', *[rel(Path(c)) for c in o.command[1:]]])}`{took}")
+            shown = [rel(Path(a)) if Path(a).is_absolute() else a for a in o.command[1:]]
+            out.append(f"- `python {' '.join(shown)}`{took}")
         out.append("")
     if plot_name:
         out += [
@@ -615,28 +616,29 @@ def plot(loaded: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), constrained_layout=True)
-    drain = loaded.get("drain")
     try:
-        assert isinstance(drain, dict)
-        series = drain["drain"]["per_second"]
+        drain = series_of(loaded, "drain")
+        points = drain["drain"]["per_second"]
+        if not points:
+            raise ValueError("the drain synced nothing")
         bound = float(drain["bound_subscriptions_per_s"])
-        seconds = [p["second"] for p in series]
-        top.step(seconds, [p["subscriptions"] for p in series], where="post", label="synced/s")
+        seconds = [p["second"] for p in points]
+        top.step(seconds, [p["subscriptions"] for p in points], where="post", label="synced/s")
         top.axhline(bound, color="grey", linestyle="--", label=f"bound {bound:.0f}/s")
         top.axhline(0.9 * bound, color="red", linestyle=":", label=f"target {0.9 * bound:.0f}/s")
         top.set_xlabel("seconds since the drain started")
         top.set_ylabel("subscriptions synced per second")
         top.legend(loc="best")
-        top.set_ylim(0, 1.1 * max([bound, *(p["subscriptions"] for p in series)]))
-    except (AssertionError, KeyError, TypeError, ValueError):
-        unavailable(top, drain)
+        top.set_ylim(0, 1.1 * max([bound, *(p["subscriptions"] for p in points)]))
+    except (KeyError, TypeError, ValueError) as exc:
+        unavailable(top, exc)
     top.set_title("Drain throughput")
 
-    fresh = loaded.get("freshness")
     try:
-        assert isinstance(fresh, dict)
+        fresh = series_of(loaded, "freshness")
         samples = fresh["samples"]
-        assert samples, "no callout reached the cache"
+        if not samples:
+            raise ValueError("no callout reached the cache")
         start = min(s["sent"] for s in samples)
         times = [s["sent"] - start for s in samples]
         lags = [s["freshness_s"] for s in samples]
@@ -649,16 +651,32 @@ def plot(loaded: dict[str, Any], path: Path) -> None:
         bottom.set_ylabel("callout to cache, s")
         bottom.legend(loc="best")
         bottom.set_ylim(0, 1.1 * max(2.0, *lags))
-    except (AssertionError, KeyError, TypeError, ValueError) as exc:
-        unavailable(bottom, fresh if not isinstance(fresh, dict) else str(exc))
+    except (KeyError, TypeError, ValueError) as exc:
+        unavailable(bottom, exc)
     bottom.set_title("Freshness")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def unavailable(ax: Any, reason: Any) -> None:
-    text = f"not run: {reason}" if isinstance(reason, str) else "no time series in the result"
+class NotRun(ValueError):
+    """A benchmark gave no result; its message is why."""
+
+
+def series_of(loaded: dict[str, Any], name: str) -> dict[str, Any]:
+    doc = loaded.get(name)
+    if not isinstance(doc, dict):
+        raise NotRun(doc or f"no {name}.json")
+    return doc
+
+
+def unavailable(ax: Any, exc: Exception) -> None:
+    if isinstance(exc, NotRun):
+        text = f"not run: {exc}"
+    elif isinstance(exc, KeyError):
+        text = f"no time series in the result (it lacks {exc})"
+    else:
+        text = f"nothing to draw: {exc}"
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
