@@ -143,6 +143,28 @@ def _credentials(settings: Any, target: Target) -> want.Credentials | None:
     )
 
 
+def _check_inbox(settings: Any) -> None:
+    """`--verify` watches the webhook's inbox: make sure it can, before changing anything."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from warehouse.db import make_engine
+    from warehouse.models import inbox
+
+    engine = make_engine(settings.DATABASE_URL, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(select(inbox.c.id).limit(1)).all()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise SetupConfigError(
+            f"--verify reads callout_inbox in DATABASE_URL ({settings.database_url_masked}), "
+            f"the webhook's database, and cannot: {reason}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
 def _production_tenants(settings: Any) -> set[str]:
     profiles = load_profiles(settings.ZUORA_PROFILES_FILE)
     return {p.tenant_id for p in profiles.values() if p.production and p.tenant_id}
@@ -180,8 +202,8 @@ async def setup_callout(
         pairs = want.desired(settings.ZUORA_TRACKED_FIELDS, target.callout_url, credentials)
     except ValueError as exc:
         raise SetupConfigError(str(exc)) from None
-    for warning in target.warnings:
-        say(f"warning: {warning}")
+    if verify:
+        _check_inbox(settings)
 
     zuora = client or ZuoraClient(
         target.base_url,

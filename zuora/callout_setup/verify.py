@@ -18,6 +18,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from warehouse.db import make_engine
 from warehouse.models import inbox
@@ -124,7 +125,13 @@ async def verify_callout(
         await _set_field(zuora, number, version, field, marker)
         deadline = started + timeout
         while True:
-            found = await asyncio.to_thread(_find_row, engine, number, field, marker, since)
+            try:
+                found = await asyncio.to_thread(_find_row, engine, number, field, marker, since)
+            except SQLAlchemyError as exc:
+                reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                return VerifyResult(
+                    False, number, field, None, None, f"callout_inbox cannot be read: {reason}"
+                )
             if found is not None:
                 return VerifyResult(
                     True, number, field, time.monotonic() - started, found, "arrived"
