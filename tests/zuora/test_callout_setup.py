@@ -256,12 +256,22 @@ def test_configuration_mistakes_are_one_clear_error(sandbox: RunningSandbox) -> 
 
 
 def test_verify_is_refused_in_a_production_tenant_whatever_the_profile_is_called(
-    sandbox_factory: SandboxFactory,
+    sandbox_factory: SandboxFactory, sqlite_url: str
 ) -> None:
     prod = sandbox_factory(tenant_id="6165")
+    settings = settings_for(prod, ZUORA_TENANT_ID="6165", DATABASE_URL=sqlite_url)
     with pytest.raises(SetupConfigError, match="6165 is a production tenant"):
-        run(settings_for(prod, ZUORA_TENANT_ID="6165"), env="prod-copy", verify=True)
+        run(settings, env="prod-copy", verify=True)
     assert writes(prod) == {}
+
+
+def test_verify_needs_the_webhooks_inbox_before_it_changes_anything(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    settings = settings_for(sandbox, DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(SetupConfigError, match="no such table: callout_inbox"):
+        run(settings, verify=True)
+    assert writes(sandbox) == {}
 
 
 def test_a_profiles_file_sets_callout_urls_and_new_tenants(
@@ -386,3 +396,53 @@ def _wait_rows(webhook: Live, count: int, seconds: float) -> list[Any]:
         assert time.monotonic() < deadline, "the callout never reached the inbox"
         time.sleep(0.05)
     return webhook.rows()
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def cli(sandbox: RunningSandbox, *args: str, **env: str) -> Any:
+    from tests.test_cli import run as run_cli
+
+    base = {
+        "ZUORA_BASE_URL": sandbox.base_url,
+        "ZUORA_CLIENT_ID": sandbox.client_id,
+        "ZUORA_CLIENT_SECRET": sandbox.client_secret,
+        "CALLOUT_USERNAME": USER,
+        "CALLOUT_PASSWORD": PASSWORD,
+    }
+    return run_cli("zuora", "setup-callout", *args, env={**base, **env})
+
+
+def test_the_command_plans_then_creates(sandbox: RunningSandbox) -> None:
+    planned = cli(sandbox, "--env", "dev", "--callout-url", HOOK, "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "would create" in planned.stdout and REDACTED in planned.stdout
+    assert "tenant 10000719 (Zuora Central Sandbox 2)" in planned.stderr
+    assert "dry run, nothing will be sent" in planned.stderr
+    assert tenant_state(sandbox) == ([], [])
+
+    created = cli(sandbox, "--env", "dev", "--callout-url", HOOK)
+    assert created.returncode == 0, created.stderr
+    assert "about to change" in created.stderr and "changed the tenant" in created.stdout
+    for output in (planned, created):
+        assert PASSWORD not in output.stdout + output.stderr
+
+
+def test_the_command_refuses_another_tenant_with_one_line_and_exit_2(
+    sandbox: RunningSandbox,
+) -> None:
+    result = cli(sandbox, "--env", "staging", "--callout-url", HOOK)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"zuora-sync: the Zuora credentials belong to tenant 10000719 at {sandbox.base_url}, "
+        "but profile staging is tenant 10000796; nothing was changed"
+    ]
+    assert result.stdout == "" and writes(sandbox) == {}
+
+
+def test_the_command_says_when_zuora_refuses_the_credentials(sandbox: RunningSandbox) -> None:
+    result = cli(sandbox, "--env", "dev", "--callout-url", HOOK, ZUORA_CLIENT_SECRET="wrong-secret")
+    assert result.returncode == 2
+    assert result.stderr.startswith("zuora-sync: Zuora refused the credentials: POST /oauth/token")
+    assert "wrong-secret" not in result.stderr
