@@ -446,3 +446,20 @@ def test_the_command_says_when_zuora_refuses_the_credentials(sandbox: RunningSan
     assert result.returncode == 2
     assert result.stderr.startswith("zuora-sync: Zuora refused the credentials: POST /oauth/token")
     assert "wrong-secret" not in result.stderr
+
+
+async def test_a_callers_own_client_decides_where_setup_goes(sandbox: RunningSandbox) -> None:
+    """As the demo calls it: default settings, a client of the sandbox it started."""
+    from zuora.client import ZuoraClient
+
+    settings = load_settings(CALLOUT_USERNAME=USER, CALLOUT_PASSWORD=PASSWORD)
+    async with ZuoraClient(sandbox.base_url, sandbox.client_id, sandbox.client_secret) as zuora:
+        result = await setup_callout(settings, env="dev", callout_url=HOOK, client=zuora)
+        again = await setup_callout(settings, env="dev", callout_url=HOOK, client=zuora)
+    assert result.base_url == sandbox.base_url and result.tenant_id == "10000719"
+    assert result.sources["base_url"] == "the caller's client"
+    assert result.changed and not again.changed
+    assert PASSWORD not in repr(result)
+    from zuora.callout_setup.desired import Credentials, desired
+
+    assert PASSWORD not in repr(desired(TRACKED, HOOK, Credentials(USER, PASSWORD)))

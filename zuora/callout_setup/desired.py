@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 EVENT_PREFIX = "ZuoraSyncTrackedFieldsChanged"
@@ -81,7 +81,7 @@ def existing_salt(description: Any) -> str | None:
 @dataclass(frozen=True)
 class Credentials:
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -184,8 +184,13 @@ def _base_url(raw: str, where: str) -> str:
     return value
 
 
-def resolve(settings: Any, env: str, callout_url: str | None = None) -> Target:
-    """Resolve `--env NAME` against the profiles and the settings (see the module doc)."""
+def resolve(
+    settings: Any, env: str, callout_url: str | None = None, *, base_url: str | None = None
+) -> Target:
+    """Resolve `--env NAME` against the profiles and the settings (see the module doc).
+
+    `base_url` is where a caller's own client already points; it wins over everything.
+    """
     if not _PROFILE_NAME.match(env):
         raise ProfileError(f"--env {env!r} is not a profile name")
     profiles = load_profiles(settings.ZUORA_PROFILES_FILE)
@@ -196,7 +201,9 @@ def resolve(settings: Any, env: str, callout_url: str | None = None) -> Target:
     sources: dict[str, str] = {}
     warnings: list[str] = []
 
-    if "ZUORA_BASE_URL" in settings.model_fields_set or profile.base_url is None:
+    if base_url is not None:
+        sources["base_url"] = "the caller's client"
+    elif "ZUORA_BASE_URL" in settings.model_fields_set or profile.base_url is None:
         base_url = resolve_base_url(settings.ZUORA_BASE_URL)
         sources["base_url"] = "ZUORA_BASE_URL"
         if profile.base_url and base_url != profile.base_url:

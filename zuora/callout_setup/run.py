@@ -190,7 +190,7 @@ async def setup_callout(
     if verify and dry_run:
         raise SetupConfigError("--verify makes a real change; it cannot go with --dry-run")
     try:
-        target = resolve(settings, env, callout_url)
+        target = resolve(settings, env, callout_url, base_url=client.base_url if client else None)
     except ProfileError as exc:
         raise SetupConfigError(str(exc)) from None
     if verify and target.production:
