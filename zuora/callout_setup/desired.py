@@ -187,23 +187,23 @@ class DesiredDefinition:
         return body
 
     def body(self, *, for_create: bool, salt: str | None, redact: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "name": self.name,
+        body: dict[str, Any] = {"name": self.name}
+        if for_create:
+            body["eventTypeName"] = self.event_name
+        body |= {
             "description": self.description(salt),
             "active": True,
             "emailActive": False,
             "calloutActive": True,
             "callout": self.callout(for_create=for_create, redact=redact),
         }
-        if for_create:
-            body = {"name": body.pop("name"), "eventTypeName": self.event_name, **body}
         return body
 
     def differences(self, current: dict[str, Any]) -> list[str]:
         """What differs from the definition as Zuora shows it (the password aside)."""
         found = []
-        wanted = self.body(for_create=True, salt=existing_salt(current.get("description")),
-                           redact=True)  # fmt: skip
+        salt = existing_salt(current.get("description"))
+        wanted = self.body(for_create=True, salt=salt, redact=True)
         for key in ("active", "emailActive", "calloutActive"):
             if current.get(key) != wanted[key]:
                 found.append(key)

@@ -271,8 +271,9 @@ async def _run(
     definitions = {str(d.get("name")): d for d in await zuora.list_notification_definitions()}
     wanted_events = {t.event_name for t, _ in pairs}
 
-    async def send(obj: ObjectResult, method: str, path: str, body: dict[str, Any],
-                   redacted: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    async def send(
+        obj: ObjectResult, method: str, path: str, body: dict[str, Any], redacted: dict[str, Any]
+    ) -> dict[str, Any] | None:
         obj.request = Request(method, path, redacted)
         if dry_run:
             obj.action = _WOULD[obj.action]
