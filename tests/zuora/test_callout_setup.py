@@ -15,7 +15,13 @@ from tests.fixtures.sandbox import SandboxFactory, authorized_client
 from tests.flows.test_end_to_end import edit_in_zuora
 from tests.sandbox.sdk_check import check_model, sdk_model
 from tests.webhook.conftest import PASSWORD, USER, Live, serve, webhook_settings
-from zuora.callout_setup import SetupConfigError, SetupResult, TenantMismatch, setup_callout
+from zuora.callout_setup import (
+    SetupConfigError,
+    SetupError,
+    SetupResult,
+    TenantMismatch,
+    setup_callout,
+)
 from zuora.callout_setup.desired import MAX_CONDITION, REDACTED
 from zuora.callout_setup.profiles import CALLOUT_PATH
 from zuora.sandbox.server import RunningSandbox
@@ -318,6 +324,38 @@ def test_a_long_field_list_is_split_over_triggers_and_a_shorter_one_retires_them
     assert sum(t["active"] for t in triggers) == 1
     assert sum(d["active"] for d in definitions) == 1
     assert not run(settings_for(sandbox)).changed
+
+    grown = run(settings_for(sandbox, ZUORA_TRACKED_FIELDS=",".join(many)))
+    assert {o.action for o in grown.objects} == {"updated"}  # back on, in place
+    triggers, definitions = tenant_state(sandbox)
+    assert all(t["active"] for t in triggers) and all(d["active"] for d in definitions)
+    assert len(triggers) == len(definitions) == len(retired) // 2 + 1
+
+
+def test_a_definition_of_ours_bound_to_another_event_is_reported_not_overwritten(
+    sandbox: RunningSandbox,
+) -> None:
+    with authorized_client(sandbox) as api:
+        api.post(
+            "/events/event-triggers",
+            json={
+                "active": True,
+                "baseObject": "Subscription",
+                "condition": "changeType == 'INSERT'",
+                "eventType": {"name": "SomethingElse", "displayName": "Something else"},
+            },
+        ).raise_for_status()
+        api.post(
+            "/notifications/notification-definitions",
+            json={
+                "name": "zuora-sync ZuoraSyncTrackedFieldsChanged",
+                "eventTypeName": "SomethingElse",
+            },
+        ).raise_for_status()
+    with pytest.raises(SetupError, match="already listens to SomethingElse"):
+        run(settings_for(sandbox))
+    _, definitions = tenant_state(sandbox)
+    assert [d["eventTypeName"] for d in definitions] == ["SomethingElse"]
 
 
 # --- with the real webhook on PostgreSQL -----------------------------------------------------
