@@ -353,10 +353,53 @@ def setup_callout(
         str | None, typer.Option(help="the webhook URL Zuora should call (overrides the profile)")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be sent")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="then edit a tracked field in this (non-production) tenant and wait for its "
+            "callout in callout_inbox (DATABASE_URL)",
+        ),
+    ] = False,
+    verify_timeout: Annotated[
+        float, typer.Option(help="seconds --verify waits for the callout", min=1, max=3600)
+    ] = 120.0,
 ) -> None:
-    """Create or update the custom event trigger and callout notification in a tenant."""
-    settings()
-    _not_built("zuora setup-callout", issue=7)
+    """Create or update the custom event trigger and callout notification in a tenant.
+
+    Callout credentials come from CALLOUT_USERNAME and CALLOUT_PASSWORD in the environment;
+    Zuora's from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET. See docs/zuora_callouts.md.
+    """
+    import asyncio
+
+    from zuora.callout_setup import SetupError, setup_callout
+    from zuora.errors import ZuoraAuthError, ZuoraError
+
+    current = settings()
+    try:
+        result = asyncio.run(
+            setup_callout(
+                current,
+                env=env,
+                callout_url=callout_url,
+                dry_run=dry_run,
+                verify=verify,
+                verify_timeout=verify_timeout,
+                echo=lambda line: typer.echo(line, err=True),
+            )
+        )
+    except SetupError as exc:
+        typer.echo(f"zuora-sync: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except ZuoraAuthError as exc:
+        typer.echo(f"zuora-sync: Zuora refused the credentials: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ZuoraError as exc:
+        typer.echo(f"zuora-sync: Zuora refused a request: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(result.render_text())
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 # --- monitoring --------------------------------------------------------------------------------
