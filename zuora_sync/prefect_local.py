@@ -52,6 +52,8 @@ class LocalPrefect:
     scheduler: bool = True
     #: Added to the environment of everything started (e.g. DATABASE_URL for the worker).
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Processes started by this object, reaped when stopped (an earlier `up`'s are found by PID).
+    _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def local(self) -> bool:
@@ -119,6 +121,7 @@ class LocalPrefect:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._children[name] = process
         self._pid_file(name).write_text(f"{process.pid}\n")
         return process.pid
 
@@ -135,6 +138,9 @@ class LocalPrefect:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        child = self._children.pop(name, None)
+        if child is not None:
+            child.wait(timeout=10)
         self._pid_file(name).unlink(missing_ok=True)
         return True
 
