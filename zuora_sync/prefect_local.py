@@ -202,10 +202,17 @@ class LocalPrefect:
 
     def ensure_pool(self) -> bool:
         """Create the process work pool unless it exists; True if it was created."""
-        if self.prefect("work-pool", "inspect", POOL, check=False).returncode == 0:
+        # One CLI call either way (each costs a Prefect import); an existing pool, and the
+        # job template someone may have tuned on it, are left as they are.
+        done = self.prefect("work-pool", "create", POOL, "--type", "process", check=False)
+        if done.returncode == 0:
+            return True
+        if "already exists" in done.stdout + done.stderr:
             return False
-        self.prefect("work-pool", "create", POOL, "--type", "process")
-        return True
+        output = (done.stdout + done.stderr).strip().splitlines()
+        raise PrefectLocalError(
+            f"cannot create the work pool {POOL!r}: {output[-1] if output else done.returncode}"
+        )
 
     def deploy(self, names: Sequence[str] = ()) -> str:
         """Deploy prefect.yaml (every deployment, or the named ones); Prefect's output."""
