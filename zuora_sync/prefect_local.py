@@ -32,6 +32,7 @@ POOL = "zuora-sync"
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE = PROJECT / ".prefect-local"
 PROCESSES = ("worker", "server")  # stopped in this order
+LEASES_ON_DISK = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 class PrefectLocalError(Exception):
@@ -81,6 +82,11 @@ class LocalPrefect:
             # never in the user's ~/.prefect.
             env["PREFECT_HOME"] = str(self.state / "home")
             env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] = str(self.scheduler).lower()
+            # The deployments' concurrency slots are leases. Kept in memory (Prefect's
+            # default), a lease held by a run when the server stops is lost with its slot
+            # still taken, and every later drain-callouts run is cancelled; on disk, it
+            # expires after the run is gone and the server frees the slot.
+            env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", LEASES_ON_DISK)
         return env
 
     # --- processes ------------------------------------------------------------------------
@@ -132,10 +138,12 @@ class LocalPrefect:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
+        # Wait for the whole group: a worker's flow runs report their end (and give back
+        # their concurrency slot) to the server, which must still be up for that.
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and _group_alive(pid):
             time.sleep(0.2)
-        if _alive(pid):
+        if _group_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         child = self._children.pop(name, None)
@@ -264,6 +272,17 @@ def _alive(pid: int) -> bool:
             return False
     try:
         os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    _alive(pgid)  # reaps the group's leader if it is our child and has exited
+    try:
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
