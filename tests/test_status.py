@@ -72,3 +72,20 @@ def test_status_reports_an_unreachable_warehouse_as_one_alert() -> None:
     assert json.loads(as_json.stdout)["alerts"] == [line.removeprefix("ALERT").strip()]
     for output in (down.stdout, down.stderr, as_json.stdout, as_json.stderr):
         assert "Traceback" not in output and "hunter2" not in output
+
+
+def test_inbox_commands_report_an_unreachable_warehouse_in_one_line() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        env = {"DATABASE_URL": f"postgresql://zs:hunter2-secret@127.0.0.1:{port}/warehouse"}
+        results = [
+            run("inbox", "stats", env=env),
+            run("inbox", "list", env=env),
+            run("inbox", "replay", "--dead", env=env),
+        ]
+    for result in results:
+        assert result.returncode == 1, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("zuora-sync: the warehouse cannot be reached:") and "refused" in line
+        assert "hunter2" not in result.stdout + result.stderr
