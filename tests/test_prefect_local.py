@@ -36,9 +36,18 @@ def test_down_stops_the_processes_up_recorded_and_forgets_stale_pid_files(
     (tmp_path / "server.pid").write_text(f"{gone.pid}\n")
     assert setup.running("server") is None
     assert not (tmp_path / "server.pid").exists()
+    # Nor is a PID that now belongs to another program: `down` must never signal it.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        (tmp_path / "server.pid").write_text(f"{other.pid}\n")
+        assert setup.running("server") is None
+        assert main(["down", "--state", str(tmp_path)]) == 0
+        assert other.poll() is None
+        other.kill()
+    capsys.readouterr()
 
     # A long-running process in the worker's place: `down` ends it through its process group.
-    setup._spawn("worker", [sys.executable, "-c", "import time; time.sleep(600)"])
+    sleeper = "import time; time.sleep(600)"
+    setup._spawn("worker", [sys.executable, "-c", sleeper, "prefect-worker-stand-in"])
     pid = setup.running("worker")
     assert pid is not None and (tmp_path / "worker.log").exists()
     assert main(["down", "--state", str(tmp_path)]) == 0

@@ -70,9 +70,11 @@ class LocalPrefect:
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, **self.extra_env}
+        # Where the deployments' pull step changes to: this checkout unless the workers
+        # keep theirs elsewhere.
+        env.setdefault("ZUORA_SYNC_HOME", str(self.project))
         env.update(
             PREFECT_API_URL=self.url,
-            ZUORA_SYNC_HOME=str(self.project),
             # An offline machine would log a failed telemetry call on every beat otherwise.
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             DO_NOT_TRACK="1",
@@ -103,13 +105,10 @@ class LocalPrefect:
             pid = int(self._pid_file(name).read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid) or not _is_prefect(pid):
+            # Gone (a reboot, a kill -9), or its PID now belongs to something else.
             self._pid_file(name).unlink(missing_ok=True)
             return None
-        except PermissionError:
-            return pid
         return pid
 
     def _spawn(self, name: str, argv: Sequence[str]) -> int:
@@ -277,6 +276,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _is_prefect(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): the PID file is all there is to go by
+    return b"prefect" in command
 
 
 def _group_alive(pgid: int) -> bool:
