@@ -37,24 +37,31 @@ def test_down_stops_the_processes_up_recorded_and_forgets_stale_pid_files(
     assert setup.running("server") is None
     assert not (tmp_path / "server.pid").exists()
     # Nor is a PID that now belongs to another program: `down` must never signal it.
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+    sleeper = "import time; time.sleep(600)"
+    other = subprocess.Popen([sys.executable, "-c", sleeper])
+    try:
         (tmp_path / "server.pid").write_text(f"{other.pid}\n")
         assert setup.running("server") is None
         assert main(["down", "--state", str(tmp_path)]) == 0
         assert other.poll() is None
+    finally:
         other.kill()
+        other.wait()
     capsys.readouterr()
 
     # A long-running process in the worker's place: `down` ends it through its process group.
-    sleeper = "import time; time.sleep(600)"
     setup._spawn("worker", [sys.executable, "-c", sleeper, "prefect-worker-stand-in"])
-    pid = setup.running("worker")
-    assert pid is not None and (tmp_path / "worker.log").exists()
-    assert main(["down", "--state", str(tmp_path)]) == 0
-    assert "worker: stopped" in capsys.readouterr().out
-    setup._children["worker"].wait(timeout=10)  # the process `down` (another object) stopped
+    worker = setup._children["worker"]
+    try:
+        assert setup.running("worker") == worker.pid and (tmp_path / "worker.log").exists()
+        assert main(["down", "--state", str(tmp_path)]) == 0
+        assert "worker: stopped" in capsys.readouterr().out
+        worker.wait(timeout=10)  # stopped by `down`, through another LocalPrefect
+    finally:
+        worker.kill()
+        worker.wait()
     with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+        os.kill(worker.pid, 0)
     assert main(["down", "--state", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines() == ["worker: not running", "server: not running"]
 
