@@ -10,7 +10,7 @@ ZUORA_SDK := zuora-sdk==3.21.0
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install demo test test-full lint format migration bench-report clean
+.PHONY: help install demo test test-full lint format migration bench-report clean prefect-up prefect-down
 
 help:
 	@echo "make demo       run the whole pipeline end to end on embedded defaults"
@@ -19,6 +19,8 @@ help:
 	@echo "make bench-report  run every benchmark and write docs/benchmarks.md (ARGS=--quick: small)"
 	@echo "make format     apply ruff's formatting and fixes"
 	@echo "make migration m='what changed'   write a new Alembic migration"
+	@echo "make prefect-up    local Prefect server + deployments + worker (UI http://127.0.0.1:4200)"
+	@echo "make prefect-down  stop what prefect-up started"
 
 $(STAMP):
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +34,14 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/zuora-sync demo
+
+# With PREFECT_API_URL (and PREFECT_API_KEY) set, uses that server or Prefect Cloud instead
+# of starting one. State, logs and PID files: .prefect-local/.
+prefect-up: install
+	$(BIN)/python -m zuora_sync.prefect_local up
+
+prefect-down:
+	@test ! -x $(BIN)/python || $(BIN)/python -m zuora_sync.prefect_local down
 
 lint: install
 	$(BIN)/ruff check .

@@ -545,9 +545,17 @@ def inbox_replay(
 
 
 def main() -> None:
-    """Entry point: map configuration and usage errors to exit code 2 with one line."""
+    """Entry point: map configuration and usage errors to exit code 2 with one line, and a
+    warehouse that cannot be reached to exit code 1 with one line (no traceback)."""
+    from sqlalchemy.exc import OperationalError
+
     try:
         app()
     except (ConfigError, UsageError) as exc:
         print(f"zuora-sync: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OperationalError as exc:
+        # The driver's first line names what failed, without the statement or a password.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        print(f"zuora-sync: the warehouse cannot be reached: {reason}", file=sys.stderr)
+        sys.exit(1)
