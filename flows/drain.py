@@ -57,6 +57,14 @@ class DrainAborted(Exception):
     """The run could not go on (the database failed); claimed rows return after their lease."""
 
 
+def _one_line(exc: BaseException) -> str:
+    """The driver's own first line: SQLAlchemy's text adds the statement and a link on
+    further lines, and the CLI, the run log and the logs want one line."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
 def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -247,7 +255,7 @@ class Drainer:
             self.stats.finished_at = utcnow()
         if self._failure is not None:
             await self._stop()
-            raise DrainAborted(f"the drain stopped: {self._failure}") from self._failure
+            raise DrainAborted(f"the drain stopped: {_one_line(self._failure)}") from self._failure
         log.info("drain.finish", extra=fields(**self.stats.as_dict()))
         return self.stats
 
