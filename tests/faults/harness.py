@@ -365,13 +365,10 @@ class PrivateCluster:
 
 @contextlib.contextmanager
 def private_cluster() -> Iterator[PrivateCluster]:
-    root = Path(tempfile.mkdtemp(prefix="zs-pg-"))
-    os.chmod(root, 0o755)
-    cluster = PrivateCluster(root / "cluster")
+    cluster = PrivateCluster(Path(tempfile.mkdtemp(prefix="zs-pg-")))
     try:
         cluster.init()
         cluster.start()
         yield cluster
     finally:
         cluster.remove()
-        shutil.rmtree(root, ignore_errors=True)
