@@ -10,12 +10,13 @@ ZUORA_SDK := zuora-sdk==3.21.0
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install demo test test-full lint format migration clean
+.PHONY: help install demo test test-full test-faults lint format migration clean
 
 help:
 	@echo "make demo       run the whole pipeline end to end on embedded defaults"
 	@echo "make test       lint, type-check and run the test suite (what CI runs)"
 	@echo "make test-full  the same with the heavy suites at full size"
+	@echo "make test-faults  the fault suite at full size (kills, restarts, storms, fuzzing)"
 	@echo "make format     apply ruff's formatting and fixes"
 	@echo "make migration m='what changed'   write a new Alembic migration"
 
@@ -42,6 +43,9 @@ test: lint
 
 test-full: lint
 	ZS_FULL=1 $(BIN)/pytest
+
+test-faults: install
+	ZS_FULL=1 $(BIN)/pytest tests/faults tests/flows/test_drain_failures.py
 
 format: install
 	$(BIN)/ruff check --fix .
