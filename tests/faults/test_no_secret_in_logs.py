@@ -30,7 +30,14 @@ from sqlalchemy.engine import make_url
 
 from flows.drain import DrainOptions
 from flows.runner import run_drain
-from tests.faults.harness import Service, Webhook, ZuoraSender, notifications, project_env
+from tests.faults.harness import (
+    FULL,
+    Service,
+    Webhook,
+    ZuoraSender,
+    notifications,
+    project_env,
+)
 from warehouse.db import make_engine
 from zuora.client import ZuoraClient
 from zuora.sandbox.server import RunningSandbox
@@ -160,26 +167,16 @@ def test_no_secret_reaches_any_output_at_debug_level(
 
     # The rest of the CLI, side by side, and the sandbox command, which prints how to point
     # the project at it.
-    commands = [
-        ["db", "upgrade"],
-        ["inbox", "stats", "--json"],
-        ["inbox", "list", "--status", "dead"],
-        [
-            "zuora",
-            "setup-callout",
-            "--env",
-            "dev",
-            "--callout-url",
-            "https://x.test/cb",
-            "--dry-run",
-        ],
-        ["reconcile", "--full", "--dry-run"],
-    ]
+    setup = ["zuora", "setup-callout", "--env", "dev", "--callout-url", "https://x.test/cb"]
+    commands = [["inbox", "list", "--status", "dead"], [*setup, "--dry-run"]]
+    if FULL:
+        commands += [["db", "upgrade"], ["inbox", "stats", "--json"], ["reconcile", "--full"]]
     broken = {**env, "DATABASE_URL": "postgresql://u:" + DB_PASSWORD}
     with ThreadPoolExecutor(max_workers=len(commands) + 2) as pool:
         ran = [pool.submit(cli, *args, env=env) for args in commands]
         ran.append(pool.submit(cli, "drain", env=broken))
-        ran.append(pool.submit(sandbox_banner, env))
+        if FULL:
+            ran.append(pool.submit(sandbox_banner, env))
         outputs.extend(future.result() for future in ran)
 
     # In this process: the Zuora client and a drain run, every logger at DEBUG.
@@ -197,7 +194,7 @@ def test_no_secret_reaches_any_output_at_debug_level(
     tokens = asyncio.run(in_process())
     everything = "\n".join(outputs + records.lines)
     assert "drain.start" in everything and "drain.failed" in everything
-    assert "export ZUORA_CLIENT_SECRET=<your ZUORA_CLIENT_SECRET>" in everything
+    assert not FULL or "export ZUORA_CLIENT_SECRET=<your ZUORA_CLIENT_SECRET>" in everything
     assert any(line for line in records.lines if "drain" in line)
 
     for secret in [*SECRETS, *tokens]:

@@ -62,7 +62,7 @@ async def deliver_while_killing(
 def test_sigkilled_webhook__every_acknowledged_callout_stored_once_and_the_rest_retried_in(
     pg_url: str, pg_engine: Engine, tmp_path: Path
 ) -> None:
-    total, kills = sized(150, 3000), sized(3, 15)
+    total, kills = sized(100, 3000), sized(2, 15)
     numbers = [f"A-S{i:08d}" for i in range(1, 41)]
     notes = notifications(total, numbers)
     hook = Webhook(webhook_env(pg_url), tmp_path / "webhook.log")
