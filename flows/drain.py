@@ -184,7 +184,15 @@ class _Wakeup:
         if self._conn is None:
             await asyncio.sleep(timeout)
             return
-        await asyncio.to_thread(self._wait_notify, timeout)
+        try:
+            await asyncio.to_thread(self._wait_notify, timeout)
+        except Exception:
+            # The LISTEN session died (a database restart, a terminated backend). Waking up
+            # is all it was for: the rest of the run polls, and the next run listens again.
+            # Whether the database itself is back is for the next claim to find out.
+            log.warning("drain.listen_lost", exc_info=True)
+            self.close()
+            self._conn = None
 
     def _wait_notify(self, timeout: float) -> None:
         if not self._conn.notifies:

@@ -1,15 +1,20 @@
-"""How a drain run reports losing its database: one line, as the CLI and the run log want."""
+"""How a drain run meets a failing database: it says so in one line, and a lost LISTEN
+session alone does not end it."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from sqlalchemy import Engine, text
 
-from flows.drain import DrainAborted, Drainer
+from flows.drain import DrainAborted, Drainer, DrainOptions, DrainStats
 from tests.faults.harness import free_port
+from tests.flows.test_drain import callouts, statuses
 from warehouse.db import make_engine
 from zuora.client import ZuoraClient
+from zuora.limiter import AdaptiveLimiter
+from zuora.sandbox.server import RunningSandbox
 
 
 def test_a_database_that_is_gone_aborts_the_run_with_a_one_line_reason() -> None:
@@ -26,3 +31,37 @@ def test_a_database_that_is_gone_aborts_the_run_with_a_one_line_reason() -> None
     message = str(aborted.value)
     assert message.startswith("the drain stopped: connection to server at")
     assert "\n" not in message and "sqlalche.me" not in message and "[SQL" not in message
+
+
+def test_a_lost_listen_session_does_not_end_the_run(
+    pg_engine: Engine, sandbox: RunningSandbox
+) -> None:
+    """A database restart also cuts the session an idle drain LISTENs on; the run goes on
+    polling and still takes what arrives."""
+
+    def cut_listener() -> int:
+        with pg_engine.connect() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query LIKE 'LISTEN%' "
+                        "AND pid <> pg_backend_pid()"
+                    )
+                ).all()
+            )
+
+    async def scenario() -> DrainStats:
+        async with ZuoraClient(
+            sandbox.base_url, sandbox.client_id, sandbox.client_secret, limiter=AdaptiveLimiter(2)
+        ) as zuora:
+            options = DrainOptions(window_seconds=4, idle_poll_seconds=0.2)
+            running = asyncio.create_task(Drainer(pg_engine, zuora, options).run())
+            await asyncio.sleep(1)
+            assert await asyncio.to_thread(cut_listener) == 1
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(callouts, pg_engine, ["A-S00000001"], prefix="after")
+            return await running
+
+    stats = asyncio.run(scenario())
+    assert stats.completed == 1 and statuses(pg_engine) == {"done": 1}
