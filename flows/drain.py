@@ -186,11 +186,11 @@ class _Wakeup:
             return
         try:
             await asyncio.to_thread(self._wait_notify, timeout)
-        except Exception:
+        except Exception as exc:
             # The LISTEN session died (a database restart, a terminated backend). Waking up
             # is all it was for: the rest of the run polls, and the next run listens again.
             # Whether the database itself is back is for the next claim to find out.
-            log.warning("drain.listen_lost", exc_info=True)
+            log.warning("drain.listen_lost", extra=fields(error=_one_line(exc)))
             self.close()
             self._conn = None
 
