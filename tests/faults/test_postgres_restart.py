@@ -58,14 +58,24 @@ def test_postgres_restarts__webhook_503s_then_recovers_drains_fail_cleanly_nothi
 ) -> None:
     url = cluster.create_database("zuora_sync")
     migrate.upgrade(url)
+    # A second warehouse with nothing to do, where a drain idles in its window on LISTEN.
+    idle_url = cluster.create_database("idle")
+    migrate.upgrade(idle_url)
     engine: Engine = make_engine(url, pool_size=2)
     size = sized(20, 200)
     sandbox = sandbox_factory(subscriptions=size)
     numbers = [f"A-S{i:08d}" for i in range(1, size + 1)]
     hook = Webhook(webhook_env(url), tmp_path / "webhook.log")
     hook.start()
+    idler = Service(
+        ["drain", "--window", "600"],
+        project_env(**sandbox.env(), DATABASE_URL=idle_url),
+        tmp_path / "idle.log",
+    )
+    idler.start()
     hook.wait_up()
     assert hook.readiness() == 200
+    wait_for(lambda: "drain.start" in idler.output(), 60, "the idle drain never started")
     try:
         # --- the webhook: the database goes away under load and comes back ---------------
         notes = notifications(sized(60, 1500), numbers)
@@ -87,6 +97,14 @@ def test_postgres_restarts__webhook_503s_then_recovers_drains_fail_cleanly_nothi
         unready = httpx.get(hook.url + "/readyz", timeout=30)
         assert unready.status_code == 503 and unready.headers["Retry-After"]
         cluster.start()
+        # The idle drain lost its LISTEN session with the restart: it carries on, or, when
+        # its next claim finds the database still away, it ends cleanly with one line.
+        if idler.running:
+            idler.stop()
+        idle_output = idler.output()
+        assert "Traceback" not in idle_output, idle_output[-3000:]
+        last = idle_output.strip().splitlines()[-1]
+        assert "drain.listen_lost" in idle_output or last.startswith("zuora-sync: the drain")
         delivery.join(timeout=300)
         assert not delivery.is_alive()
         wait_for(lambda: hook.readiness() == 200, 30, "readiness never recovered")
