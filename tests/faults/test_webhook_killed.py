@@ -1,4 +1,5 @@
-"""The webhook killed with SIGKILL again and again while Zuora keeps sending callouts.
+"""The webhook killed with SIGKILL (and stopped with SIGTERM) again and again while Zuora
+keeps sending callouts.
 
 Proves: a 200 means a committed row (every acknowledged callout is in the inbox), Zuora's
 retries of one notification store it once (the dedup key is the notification id, whichever
@@ -8,6 +9,7 @@ attempt's commit won), and a callout that met a dead webhook is retried until it
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -40,8 +42,9 @@ def webhook_env(database_url: str, **extra: str) -> dict[str, str]:
 async def deliver_while_killing(
     hook: Webhook, notes: list[Notification], *, kills: int, deadline: float
 ) -> int:
-    """Send every callout; SIGKILL the webhook each time another share of them has been
-    acknowledged (so kills land under load, with requests in flight), restart it at once."""
+    """Send every callout; stop the webhook each time another share of them has been
+    acknowledged (so stops land under load, with requests in flight), mostly with SIGKILL,
+    every other time with SIGTERM; restart it at once."""
     sender = ZuoraSender(hook.url, USER, PASSWORD, retry_interval=0.1)
     delivery = asyncio.create_task(sender.deliver_all(notes, concurrency=8, deadline=deadline))
     killed = 0
@@ -50,7 +53,15 @@ async def deliver_while_killing(
         if sum(n.acknowledged for n in notes) < threshold:
             await asyncio.sleep(0.01)
             continue
-        hook.kill()
+        if killed % 2:
+            # Every other time a graceful stop: uvicorn finishes what is in flight, then
+            # ends the way the signal asked (so a supervisor sees a normal stop).
+            code = await asyncio.to_thread(hook.stop)
+            assert code in (0, -signal.SIGTERM), hook.output()[-2000:]
+            stopped = hook.output().count('"event":"webhook.stopped"')
+            assert stopped == (killed + 1) // 2, hook.output()[-2000:]
+        else:
+            hook.kill()
         killed += 1
         hook.start()
         await asyncio.to_thread(hook.wait_up)
