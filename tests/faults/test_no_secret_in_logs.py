@@ -38,6 +38,7 @@ from tests.faults.harness import (
     notifications,
     project_env,
 )
+from tests.flows.test_drain import callouts
 from warehouse.db import make_engine
 from zuora.client import ZuoraClient
 from zuora.sandbox.server import RunningSandbox
@@ -50,6 +51,17 @@ CALLOUT_PASSWORD = f"callout-pass-{uuid.uuid4().hex[:12]}"
 DB_PASSWORD = f"db-pass-{uuid.uuid4().hex[:12]}"
 BASIC_B64 = base64.b64encode(f"{USER}:{CALLOUT_PASSWORD}".encode()).decode()
 SECRETS = [CLIENT_SECRET, CALLOUT_PASSWORD, DB_PASSWORD, BASIC_B64, f"Basic {BASIC_B64}"]
+#: What the in-process runs read from the same environment.
+SETTING_NAMES = {
+    "DATABASE_URL",
+    "ZUORA_BASE_URL",
+    "ZUORA_CLIENT_ID",
+    "ZUORA_CLIENT_SECRET",
+    "ZUORA_TRACKED_FIELDS",
+    "CALLOUT_USERNAME",
+    "CALLOUT_PASSWORD",
+    "LOG_LEVEL",
+}
 HEX32 = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 
 
@@ -180,17 +192,21 @@ def test_no_secret_reaches_any_output_at_debug_level(
         outputs.extend(future.result() for future in ran)
 
     # In this process: the Zuora client and a drain run, every logger at DEBUG.
-    settings = load_settings(**{k: v for k, v in env.items() if k in _SETTINGS})
+    settings = load_settings(**{k: v for k, v in env.items() if k in SETTING_NAMES})
 
     async def in_process() -> list[str]:
         async with ZuoraClient.from_settings(settings) as zuora:
             await zuora.get_subscription("A-S00000001")
-            await sandbox_expire(sandbox)
+            await asyncio.to_thread(sandbox.admin.expire_tokens)
             await zuora.get_subscription("A-S00000002")  # a 401, then a fresh token
             tokens = [zuora._token or ""]
-        await run_drain(settings, DrainOptions.from_settings(settings, window_seconds=0))
+        stats = await run_drain(settings, DrainOptions.from_settings(settings, window_seconds=0))
+        assert stats.completed == 1
         return tokens
 
+    engine = make_engine(database, pool_size=1)
+    callouts(engine, ["A-S00000005"], prefix="in-process")
+    engine.dispose()
     tokens = asyncio.run(in_process())
     everything = "\n".join(outputs + records.lines)
     assert "drain.start" in everything and "drain.failed" in everything
@@ -200,19 +216,6 @@ def test_no_secret_reaches_any_output_at_debug_level(
     for secret in [*SECRETS, *tokens]:
         assert secret not in everything, f"a secret was printed: {secret[:6]}..."
     assert live_tokens(sandbox, everything) == []
-    make_engine(pg_url).dispose()
-
-
-_SETTINGS = {
-    "DATABASE_URL",
-    "ZUORA_BASE_URL",
-    "ZUORA_CLIENT_ID",
-    "ZUORA_CLIENT_SECRET",
-    "ZUORA_TRACKED_FIELDS",
-    "CALLOUT_USERNAME",
-    "CALLOUT_PASSWORD",
-    "LOG_LEVEL",
-}
 
 
 def sandbox_banner(env: dict[str, str]) -> str:
@@ -229,7 +232,3 @@ def sandbox_banner(env: dict[str, str]) -> str:
     server.send_signal(signal.SIGINT)
     rest, _ = server.communicate(timeout=60)
     return "".join(banner) + rest
-
-
-async def sandbox_expire(sandbox: RunningSandbox) -> None:
-    await asyncio.to_thread(sandbox.admin.expire_tokens)
