@@ -226,6 +226,14 @@ class Drainer:
         self._waiting: dict[str, list[Claimed]] = {}
         self._failure: BaseException | None = None
         self._progress = asyncio.Event()
+        # Rows wait in memory for a free slot under the tenant's concurrency limit (up to
+        # `prefetch` subscriptions), which can take longer than a lease; unrenewed, their
+        # leases would run out, other workers (or this one) would claim them again, and
+        # each claim spends an attempt until healthy rows went dead.
+        self._renew_every = min(
+            self.options.idle_poll_seconds, self.options.lease.total_seconds() / 3
+        )
+        self._renew_at = time.monotonic() + self._renew_every
 
     async def run(self) -> DrainStats:
         opts = self.options
@@ -242,6 +250,7 @@ class Drainer:
                 # Cleared before looking, so a subscription finishing after the look wakes
                 # the wait below instead of being missed.
                 self._progress.clear()
+                await self._renew_leases()
                 window_open = opts.window_seconds == 0 or time.monotonic() < deadline
                 if window_open and len(self._running) < opts.prefetch:
                     rows = await self._claim()
@@ -254,7 +263,7 @@ class Drainer:
                     await wakeup.wait(min(opts.idle_poll_seconds, deadline - time.monotonic()))
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), opts.idle_poll_seconds)
+                    await asyncio.wait_for(self._progress.wait(), self._renew_every)
         except BaseException:
             await self._stop()
             raise
@@ -268,6 +277,20 @@ class Drainer:
         return self.stats
 
     # --- claiming and dispatching -----------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        if not self._running or time.monotonic() < self._renew_at:
+            return
+        self._renew_at = time.monotonic() + self._renew_every
+
+        def renew() -> int:
+            with self.engine.begin() as conn:
+                return inbox.renew(conn, worker=self.options.worker, lease=self.options.lease)
+
+        try:
+            await asyncio.to_thread(renew)
+        except SQLAlchemyError as exc:
+            self._failure = self._failure or exc
 
     async def _claim(self) -> list[Claimed]:
         def claim() -> list[Claimed]:
