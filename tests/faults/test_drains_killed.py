@@ -87,6 +87,7 @@ def claimable(engine: Engine) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(sized(300, 1500))
 def test_drains_sigkilled_mid_batch__every_row_done_and_no_version_goes_back(
     pg_url: str, pg_engine: Engine, sandbox_factory: Any, tmp_path: Path
 ) -> None:

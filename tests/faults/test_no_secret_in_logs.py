@@ -37,6 +37,7 @@ from tests.faults.harness import (
     ZuoraSender,
     notifications,
     project_env,
+    sized,
 )
 from tests.flows.test_drain import callouts
 from warehouse.db import make_engine
@@ -124,6 +125,7 @@ def live_tokens(sandbox: RunningSandbox, text: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(sized(300, 1500))
 def test_no_secret_reaches_any_output_at_debug_level(
     pg_url: str, sandbox_factory: Any, records: Records, tmp_path: Path
 ) -> None:

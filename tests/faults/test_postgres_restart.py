@@ -53,6 +53,7 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(sized(300, 1500))
 def test_postgres_restarts__webhook_503s_then_recovers_drains_fail_cleanly_nothing_lost(
     cluster: PrivateCluster, sandbox_factory: Any, tmp_path: Path
 ) -> None:

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from tests.conftest import drop_pg_database, new_pg_database
-from tests.faults.harness import CALLOUT, FULL, Webhook
+from tests.faults.harness import CALLOUT, FULL, Webhook, sized
 from tests.faults.test_webhook_killed import webhook_env
 from tests.webhook.conftest import PASSWORD, USER
 from warehouse.db import make_engine
@@ -278,6 +278,7 @@ def well_formed(case: dict[str, Any]) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(sized(300, 1500))
 def test_fuzzed_requests__never_a_5xx_and_rows_only_from_authenticated_accepted_callouts(
     target: Target,
 ) -> None:

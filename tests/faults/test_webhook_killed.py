@@ -70,6 +70,7 @@ async def deliver_while_killing(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(sized(300, 1500))
 def test_sigkilled_webhook__every_acknowledged_callout_stored_once_and_the_rest_retried_in(
     pg_url: str, pg_engine: Engine, tmp_path: Path
 ) -> None:

@@ -134,6 +134,7 @@ def webhook(pg_url: str) -> Iterator[Live]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(sized(300, 1500))
 def test_storm_of_5xx_429_and_spikes_with_lost_callouts__nothing_dead_and_reconcile_heals_all(
     pg_url: str, pg_engine: Engine, sandbox_factory: Any, webhook: Live
 ) -> None:
