@@ -230,9 +230,7 @@ class Drainer:
         # `prefetch` subscriptions), which can take longer than a lease; unrenewed, their
         # leases would run out, other workers (or this one) would claim them again, and
         # each claim spends an attempt until healthy rows went dead.
-        self._renew_every = min(
-            self.options.idle_poll_seconds, self.options.lease.total_seconds() / 3
-        )
+        self._renew_every = self.options.lease.total_seconds() / 3
         self._renew_at = time.monotonic() + self._renew_every
 
     async def run(self) -> DrainStats:
@@ -263,7 +261,9 @@ class Drainer:
                     await wakeup.wait(min(opts.idle_poll_seconds, deadline - time.monotonic()))
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), self._renew_every)
+                    await asyncio.wait_for(
+                        self._progress.wait(), min(opts.idle_poll_seconds, self._renew_every)
+                    )
         except BaseException:
             await self._stop()
             raise
