@@ -10,13 +10,14 @@ ZUORA_SDK := zuora-sdk==3.21.0
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install demo test test-full lint format migration bench-report clean prefect-up prefect-down
+.PHONY: help install demo test test-full test-faults lint format migration bench-report clean prefect-up prefect-down
 
 help:
 	@echo "make demo       run the whole pipeline end to end on embedded defaults"
 	@echo "make test       lint, type-check and run the test suite (what CI runs)"
 	@echo "make test-full  the same with the heavy suites at full size"
 	@echo "make bench-report  run every benchmark and write docs/benchmarks.md (ARGS=--quick: small)"
+	@echo "make test-faults  the fault suite at full size (kills, restarts, storms, fuzzing)"
 	@echo "make format     apply ruff's formatting and fixes"
 	@echo "make migration m='what changed'   write a new Alembic migration"
 	@echo "make prefect-up    local Prefect server + deployments + worker (UI http://127.0.0.1:4200)"
@@ -60,6 +61,9 @@ bench-report: install
 		$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/report.py $(ARGS)
 
+test-faults: install
+	ZS_FULL=1 $(BIN)/pytest tests/faults tests/flows/test_drain_failures.py
+
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -69,4 +73,4 @@ migration: install
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache zuora_sync.db*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache zuora_sync.db* zuora_sync_demo.db*

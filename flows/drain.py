@@ -57,6 +57,14 @@ class DrainAborted(Exception):
     """The run could not go on (the database failed); claimed rows return after their lease."""
 
 
+def _one_line(exc: BaseException) -> str:
+    """The driver's own first line: SQLAlchemy's text adds the statement and a link on
+    further lines, and the CLI, the run log and the logs want one line."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
 def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -176,7 +184,15 @@ class _Wakeup:
         if self._conn is None:
             await asyncio.sleep(timeout)
             return
-        await asyncio.to_thread(self._wait_notify, timeout)
+        try:
+            await asyncio.to_thread(self._wait_notify, timeout)
+        except Exception as exc:
+            # The LISTEN session died (a database restart, a terminated backend). Waking up
+            # is all it was for: the rest of the run polls, and the next run listens again.
+            # Whether the database itself is back is for the next claim to find out.
+            log.warning("drain.listen_lost", extra=fields(error=_one_line(exc)))
+            self.close()
+            self._conn = None
 
     def _wait_notify(self, timeout: float) -> None:
         if not self._conn.notifies:
@@ -210,6 +226,12 @@ class Drainer:
         self._waiting: dict[str, list[Claimed]] = {}
         self._failure: BaseException | None = None
         self._progress = asyncio.Event()
+        # Rows wait in memory for a free slot under the tenant's concurrency limit (up to
+        # `prefetch` subscriptions), which can take longer than a lease; unrenewed, their
+        # leases would run out, other workers (or this one) would claim them again, and
+        # each claim spends an attempt until healthy rows went dead.
+        self._renew_every = self.options.lease.total_seconds() / 3
+        self._renew_at = time.monotonic() + self._renew_every
 
     async def run(self) -> DrainStats:
         opts = self.options
@@ -226,6 +248,7 @@ class Drainer:
                 # Cleared before looking, so a subscription finishing after the look wakes
                 # the wait below instead of being missed.
                 self._progress.clear()
+                await self._renew_leases()
                 window_open = opts.window_seconds == 0 or time.monotonic() < deadline
                 if window_open and len(self._running) < opts.prefetch:
                     rows = await self._claim()
@@ -238,7 +261,9 @@ class Drainer:
                     await wakeup.wait(min(opts.idle_poll_seconds, deadline - time.monotonic()))
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), opts.idle_poll_seconds)
+                    await asyncio.wait_for(
+                        self._progress.wait(), min(opts.idle_poll_seconds, self._renew_every)
+                    )
         except BaseException:
             await self._stop()
             raise
@@ -247,11 +272,25 @@ class Drainer:
             self.stats.finished_at = utcnow()
         if self._failure is not None:
             await self._stop()
-            raise DrainAborted(f"the drain stopped: {self._failure}") from self._failure
+            raise DrainAborted(f"the drain stopped: {_one_line(self._failure)}") from self._failure
         log.info("drain.finish", extra=fields(**self.stats.as_dict()))
         return self.stats
 
     # --- claiming and dispatching -----------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        if not self._running or time.monotonic() < self._renew_at:
+            return
+        self._renew_at = time.monotonic() + self._renew_every
+
+        def renew() -> int:
+            with self.engine.begin() as conn:
+                return inbox.renew(conn, worker=self.options.worker, lease=self.options.lease)
+
+        try:
+            await asyncio.to_thread(renew)
+        except SQLAlchemyError as exc:
+            self._failure = self._failure or exc
 
     async def _claim(self) -> list[Claimed]:
         def claim() -> list[Claimed]:

@@ -10,6 +10,7 @@ from zuora_sync.settings import (
     ConfigError,
     get_settings,
     load_settings,
+    mask_database_url,
 )
 
 
@@ -82,3 +83,22 @@ def test_secrets_stay_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
     for secret in ("db-pass-123", "client-secret-456", "callout-pass-789"):
         assert secret not in shown
     assert settings.database_url_masked == "postgresql+psycopg2://app:***@db/cache"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:db-pass-123",  # the host forgotten: the password reads as a port
+        "postgresql//app:db-pass-123@db/cache",  # not parseable at all
+        "postgresql://app:db-pass-123@db:port/cache",
+    ],
+)
+def test_a_malformed_database_url_is_refused_without_quoting_its_password(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "invalid setting DATABASE_URL: not a database URL" in str(caught.value)
+    assert "db-pass-123" not in str(caught.value)
+    assert mask_database_url(url) == "<invalid url>"

@@ -496,6 +496,22 @@ def _held_by(ids: Iterable[int], worker: str) -> Any:
     )
 
 
+def renew(conn: Connection, *, worker: str, lease: timedelta, now: datetime | None = None) -> int:
+    """Extend every lease `worker` still holds to `lease` from now (its heartbeat); returns
+    how many. A lease that already ran out is left alone: another worker may be taking it."""
+    now = now or utcnow()
+    stmt = (
+        update(inbox)
+        .where(
+            inbox.c.status == "processing",
+            inbox.c.lease_owner == worker,
+            inbox.c.lease_expires_at > now,
+        )
+        .values(lease_expires_at=now + lease)
+    )
+    return conn.execute(stmt).rowcount
+
+
 def complete(
     conn: Connection, ids: Iterable[int], *, worker: str, now: datetime | None = None
 ) -> int:

@@ -43,8 +43,12 @@ def normalise_database_url(raw: str) -> str:
     """Check a database URL and pin the driver the project supports for it."""
     try:
         url: URL = make_url(raw)
-    except ArgumentError as exc:
-        raise ValueError(f"not a database URL: {exc}") from None
+    except (ArgumentError, ValueError):
+        # The parser's message quotes the text it choked on, which holds the password.
+        raise ValueError(
+            "not a database URL (expected postgresql://user:password@host:port/database "
+            "or sqlite:///path/to/file.db)"
+        ) from None
     backend = url.get_backend_name()
     if backend == "postgres":
         backend = "postgresql"
@@ -59,7 +63,7 @@ def mask_database_url(raw: str) -> str:
     """The URL with its password replaced, for logs and reprs."""
     try:
         return make_url(raw).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<invalid url>"
 
 
