@@ -53,6 +53,15 @@ MAX_OUTPUT_ROWS = 500_000
 #: keep a page under the cap up to 100 million subscriptions.
 BUCKETS = 256
 
+#: Rows per page: under the cap with room for subscriptions created between the cutting
+#: job and the page jobs.
+PAGE_ROWS = 450_000
+#: Pages a large pull is split into at least, so that jobs run side by side (Zuora runs 5
+#: per tenant; this client holds 4 at once, leaving one for other users).
+MIN_PAGES = 4
+#: Below this many rows a page is not split further: a job costs a round trip or two.
+MIN_PAGE_ROWS = 100_000
+
 QueryApi = Literal["dataquery", "zoql"]
 
 
@@ -132,7 +141,7 @@ def plan_pages(buckets: Sequence[tuple[str, str, int]], page_rows: int, min_page
     total = sum(n for _, _, n in buckets)
     if not total:
         return []
-    target = min(page_rows, max(1, math.ceil(total / max(1, min_pages))))
+    target = min(page_rows, max(MIN_PAGE_ROWS, math.ceil(total / max(1, min_pages))))
     pages: list[tuple[str, str, int]] = []
     for lo, hi, n in buckets:
         if pages and pages[-1][2] + n <= target:
@@ -158,8 +167,8 @@ async def pull_dataquery(
     fields: Sequence[str],
     *,
     since: datetime | None = None,
-    page_rows: int = 400_000,
-    min_pages: int = 2,
+    page_rows: int = PAGE_ROWS,
+    min_pages: int = MIN_PAGES,
 ) -> tuple[pa.Table, PullStats]:
     fields = tracked_fields(fields)
     if not 1 <= page_rows <= MAX_OUTPUT_ROWS:
