@@ -41,7 +41,9 @@ from sqlalchemy import create_engine, text
 from warehouse import migrate
 from zuora_sync.settings import SANDBOX_CUSTOM_FIELDS, get_settings, load_settings
 
-ADMIN_URL = os.environ.get("ZS_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "ZS_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -122,7 +124,7 @@ def make_drift(sandbox: Any, url: str, n: int, rng: random.Random) -> dict[str, 
         conn.execute(
             text(
                 "UPDATE zuora_subscriptions SET custom_fields = custom_fields || "
-                "'{\"ContractOwner__c\": \"stale@example.com\"}' "
+                '\'{"ContractOwner__c": "stale@example.com"}\' '
                 "WHERE subscription_number = ANY(:n)"
             ),
             {"n": [f"A-S{k:08d}" for k in altered]},

@@ -42,7 +42,8 @@ class Diff:
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
     # Arrow-backed strings: a million rows of ten columns stay around 100-150 MB.
-    return table.to_pandas(types_mapper=lambda _: pd.StringDtype("pyarrow"))
+    frame: pd.DataFrame = table.to_pandas(types_mapper=lambda _: pd.StringDtype("pyarrow"))
+    return frame
 
 
 def _lenient_equal(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -57,7 +58,9 @@ def _lenient_equal(a: pd.Series, b: pd.Series) -> pd.Series:
     lx, ly = x.str.lower(), y.str.lower()
     booleans = lx.isin(["true", "false"]) & ly.isin(["true", "false"])
     equal[both] = equal[both] | (booleans & (lx == ly))
-    looks_like_time = x.str.match(r"^\d{4}-\d{2}-\d{2}[T ]\d") & y.str.match(r"^\d{4}-\d{2}-\d{2}[T ]\d")
+    looks_like_time = x.str.match(r"^\d{4}-\d{2}-\d{2}[T ]\d") & y.str.match(
+        r"^\d{4}-\d{2}-\d{2}[T ]\d"
+    )
     if looks_like_time.any():
         tx = pd.to_datetime(x[looks_like_time], errors="coerce", utc=True, format="ISO8601")
         ty = pd.to_datetime(y[looks_like_time], errors="coerce", utc=True, format="ISO8601")
@@ -121,26 +124,25 @@ def compute(
 
     stale = merged[drifted]
     compared_flags = np.column_stack([per_field[name][drifted] for name in compared])
-    stale = stale.assign(
-        drift_fields=[
-            [name for name, flag in zip(compared, row, strict=True) if flag]
-            for row in compared_flags.tolist()
-        ]
-    )
+    drift_fields: list[Any] = [
+        [name for name, flag in zip(compared, row, strict=True) if flag]
+        for row in compared_flags.tolist()
+    ]
+    stale = stale.assign(drift_fields=drift_fields)
     missing = merged[missing_mask]
 
     examples: list[dict[str, Any]] = []
-    for row in missing.head(max_examples).itertuples(index=False):
+    for record in missing.head(max_examples).to_dict("records"):
         examples.append(
-            {"kind": "missing", "subscription": row.subscription_number, "field": None,
-             "cache": "deleted" if _plain(row.deleted) else None,
-             "zuora": f"version {row.version}"}
+            {"kind": "missing", "subscription": record["subscription_number"], "field": None,
+             "cache": "deleted" if _plain(record["deleted"]) else None,
+             "zuora": f"version {record['version']}"}
         )  # fmt: skip
-    for _, row in stale.head(max_examples).iterrows():
-        for name in row["drift_fields"]:
+    for record in stale.head(max_examples).to_dict("records"):
+        for name in record["drift_fields"]:
             examples.append(
-                {"kind": "stale", "subscription": row["subscription_number"], "field": name,
-                 "cache": _plain(row[f"{name}_cache"]), "zuora": _plain(row[name])}
+                {"kind": "stale", "subscription": record["subscription_number"], "field": name,
+                 "cache": _plain(record[f"{name}_cache"]), "zuora": _plain(record[name])}
             )  # fmt: skip
     deleted = merged.loc[deleted_mask, "subscription_number"].tolist()
     return Diff(

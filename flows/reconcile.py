@@ -43,7 +43,7 @@ from warehouse.models import sync_runs
 from warehouse.snapshot import read_cache
 from zuora.client import ZuoraClient
 from zuora.errors import ZuoraNotFound
-from zuora.pull import COLUMNS, PullStats, pull, tracked_fields
+from zuora.pull import COLUMNS, PullStats, QueryApi, pull, tracked_fields
 from zuora_sync.logs import fields as log_fields
 
 log = logging.getLogger("flows.reconcile")
@@ -71,13 +71,11 @@ class ReconcileReport:
     mode: Mode
     requested_mode: Mode
     since: datetime | None
-    query_api: str
+    query_api: QueryApi
     dry_run: bool
     heal: bool
     drain: bool
-    counts: dict[str, int] = field(
-        default_factory=lambda: {"missing": 0, "stale": 0, "deleted": 0}
-    )
+    counts: dict[str, int] = field(default_factory=lambda: {"missing": 0, "stale": 0, "deleted": 0})
     field_counts: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
     remote_subscriptions: int = 0
@@ -175,9 +173,7 @@ class ReconcileReport:
             )
         lines.append("  " + self._outcome())
         if self.timings:
-            lines.append(
-                "  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
-            )
+            lines.append("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
         return "\n".join(lines)
 
     def _outcome(self) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -53,8 +54,9 @@ def _read_postgres(
     engine: Engine, fields: Sequence[str], names: Sequence[str], numbers: Sequence[str] | None
 ) -> pa.Table:
     raw = engine.raw_connection()
+    cursor: Any = raw.cursor()
     try:
-        with raw.cursor() as cursor, tempfile.TemporaryFile() as buffer:
+        with tempfile.TemporaryFile() as buffer:
             select = _pg_select(fields, numbers is not None)
             if numbers is not None:
                 select = cursor.mogrify(select, {"numbers": list(numbers)}).decode()
@@ -73,6 +75,7 @@ def _read_postgres(
                 convert_options=convert,
             ).select(list(names))
     finally:
+        cursor.close()
         raw.close()
 
 

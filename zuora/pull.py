@@ -124,6 +124,7 @@ def bucket_sql(since: datetime | None) -> str:
 def page_sql(fields: Sequence[str], lo: str, hi: str, since: datetime | None) -> str:
     """The latest version of each subscription numbered lo..hi (updated since `since`)."""
     cols = [f"s.{name}" for name in _DQ_NAMES] + [f"s.{f.lower()}" for f in tracked_fields(fields)]
+
     def bounds(alias: str) -> str:
         return f"{alias}name >= {sql_literal(lo)} AND {alias}name <= {sql_literal(hi)}"
 
@@ -135,7 +136,9 @@ def page_sql(fields: Sequence[str], lo: str, hi: str, since: datetime | None) ->
     )
 
 
-def plan_pages(buckets: Sequence[tuple[str, str, int]], page_rows: int, min_pages: int) -> list:
+def plan_pages(
+    buckets: Sequence[tuple[str, str, int]], page_rows: int, min_pages: int
+) -> list[tuple[str, str, int]]:
     """Merge consecutive (lo, hi, count) ranges into pages of at most `page_rows` rows,
     and into at least `min_pages` pages when there are enough ranges (for concurrency)."""
     total = sum(n for _, _, n in buckets)
@@ -155,7 +158,7 @@ def plan_pages(buckets: Sequence[tuple[str, str, int]], page_rows: int, min_page
 async def _job_to_table(
     zuora: ZuoraClient, sql: str, names: Sequence[str], directory: Path
 ) -> pa.Table:
-    path, job = await zuora.data_query_to_file(sql, directory=directory)
+    path, _job = await zuora.data_query_to_file(sql, directory=directory)
     try:
         return await asyncio.to_thread(_read_csv, path, names)
     finally:

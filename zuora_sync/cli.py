@@ -10,7 +10,7 @@ import json
 import sys
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -218,8 +218,13 @@ def reconcile(
             fail_usage("--since is in the future")
     current = settings()
     _engine(current).dispose()  # a clear error for a bad DATABASE_URL before anything starts
-    mode = "full" if full else "incremental"
-    options = {"since": moment, "dry_run": dry_run, "heal": not no_heal, "drain": not no_drain}
+    mode: Literal["full", "incremental"] = "full" if full else "incremental"
+    options: dict[str, Any] = {
+        "since": moment,
+        "dry_run": dry_run,
+        "heal": not no_heal,
+        "drain": not no_drain,
+    }
     use_prefect = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
     from flows.reconcile import ReconcileError
     from zuora.errors import ZuoraError
@@ -229,13 +234,13 @@ def reconcile(
         if use_prefect:
             from flows.reconcile_subscriptions import reconcile_subscriptions
 
-            summary = asyncio.run(reconcile_subscriptions(mode=mode, **options))  # type: ignore[arg-type]
+            summary = asyncio.run(reconcile_subscriptions(mode=mode, **options))
             _print_summary("reconcile", summary)
             ok = bool(summary["ok"])
         else:
             from flows.reconcile import run_reconcile
 
-            report = asyncio.run(run_reconcile(current, mode=mode, **options))  # type: ignore[arg-type]
+            report = asyncio.run(run_reconcile(current, mode=mode, **options))
             typer.echo(report.render_text())
             ok = report.ok
     except (ReconcileError, QueryError) as exc:

@@ -281,3 +281,20 @@ def test_a_since_value_cannot_change_the_query(
     sql = page_sql(["SupportTier__c"], "A' OR 1=1 --", "Z", since)
     assert "'A'' OR 1=1 --'" in sql and "TIMESTAMP '2025-12-31 23:59:59.000 UTC'" in sql
     assert "'2025-12-31T23:59:59+00:00'" in zoql_text(["SupportTier__c"], since)
+
+
+def test_pages_stay_under_the_output_cap_and_run_side_by_side() -> None:
+    from zuora.pull import MAX_OUTPUT_ROWS, PAGE_ROWS, plan_pages
+
+    # 10 million subscriptions in 256 ranges: pages of whole ranges, each under the cap.
+    size = 10_000_000 // 256
+    buckets = [(f"A-S{i * size:08d}", f"A-S{(i + 1) * size - 1:08d}", size) for i in range(256)]
+    pages = plan_pages(buckets, PAGE_ROWS, 4)
+    assert sum(n for _, _, n in pages) == size * 256
+    assert all(n <= PAGE_ROWS < MAX_OUTPUT_ROWS for _, _, n in pages)
+    assert [lo for lo, _, _ in pages][0] == "A-S00000000" and len(pages) >= 23
+    assert all(a[1] < b[0] for a, b in zip(pages, pages[1:], strict=False))  # disjoint
+    # A million: at least four pages; a small tenant: one job.
+    assert len(plan_pages([(f"{i:03d}", f"{i:03d}", 3906) for i in range(256)], PAGE_ROWS, 4)) == 4
+    assert len(plan_pages([(f"{i:03d}", f"{i:03d}", 30) for i in range(256)], PAGE_ROWS, 4)) == 1
+    assert plan_pages([], PAGE_ROWS, 4) == []
