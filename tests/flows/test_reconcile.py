@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -292,8 +293,8 @@ def test_pages_stay_under_the_output_cap_and_run_side_by_side() -> None:
     pages = plan_pages(buckets, PAGE_ROWS, 4)
     assert sum(n for _, _, n in pages) == size * 256
     assert all(n <= PAGE_ROWS < MAX_OUTPUT_ROWS for _, _, n in pages)
-    assert [lo for lo, _, _ in pages][0] == "A-S00000000" and len(pages) >= 23
-    assert all(a[1] < b[0] for a, b in zip(pages, pages[1:], strict=False))  # disjoint
+    assert pages[0][0] == "A-S00000000" and len(pages) >= 23
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(pages))  # disjoint
     # A million: at least four pages; a small tenant: one job.
     assert len(plan_pages([(f"{i:03d}", f"{i:03d}", 3906) for i in range(256)], PAGE_ROWS, 4)) == 4
     assert len(plan_pages([(f"{i:03d}", f"{i:03d}", 30) for i in range(256)], PAGE_ROWS, 4)) == 1
