@@ -108,77 +108,86 @@ def compute(
         ]
     )
     codes = pc.dictionary_encode(numbers).indices.to_numpy(zero_copy_only=False)
-    zuora = to_frame(remote)
-    zuora["_key"] = codes[: len(zuora)]
-    remote_cols = [c for c in zuora.columns if c != "_key"]
-    local = to_frame(cache)
-    local["_key"] = codes[len(zuora) :]
-    cache_rows = int(local["deleted"].isna().sum())
-    merged = zuora.merge(
-        local,
+    del numbers
+    n_remote = remote.num_rows
+    # Only the keys and row positions are merged; each column is then lined up on its own
+    # (Arrow `take`) and dropped after its comparison, so memory holds the two sides plus
+    # one column pair, not a merged copy of every column.
+    merged = pd.DataFrame({"_key": codes[:n_remote], "_r": np.arange(n_remote)}).merge(
+        pd.DataFrame({"_key": codes[n_remote:], "_c": np.arange(cache.num_rows)}),
         on="_key",
         how="outer" if full else "left",
-        suffixes=("", "_cache"),
         sort=False,
     )
-    del zuora, local
-    merged["subscription_number"] = merged["subscription_number"].fillna(
-        merged["subscription_number_cache"]
-    )
-    # Ids are never null on either side, so they say which side a merged row came from.
-    in_zuora = merged["zuora_id"].notna().to_numpy()
-    in_cache = merged["zuora_id_cache"].notna().to_numpy()
-    cache_deleted = merged["deleted"].notna().to_numpy()
+    del codes
+    r_pos = merged["_r"].fillna(-1).to_numpy(dtype=np.int64)
+    c_pos = merged["_c"].fillna(-1).to_numpy(dtype=np.int64)
+    del merged
+    in_zuora, in_cache = r_pos >= 0, c_pos >= 0
+    cache_deleted = np.zeros(len(r_pos), dtype=bool)
+    flagged = pc.is_valid(cache["deleted"]).to_numpy(zero_copy_only=False)
+    cache_deleted[in_cache] = flagged[c_pos[in_cache]]
+    cache_rows = int((~flagged).sum())
 
     missing_mask = in_zuora & (~in_cache | cache_deleted)
     deleted_mask = ~in_zuora & ~cache_deleted
     both = in_zuora & in_cache & ~cache_deleted
+    r_both, c_both = r_pos[both], c_pos[both]
 
-    # Compared on the whole merged frame (no filtered copy of a million rows); rows that are
-    # not on both sides are masked out afterwards.
     field_counts: dict[str, int] = {}
     per_field: dict[str, np.ndarray] = {}
-    drifted = np.zeros(len(merged), dtype=bool)
+    drifted = np.zeros(len(r_both), dtype=bool)
     for name in compared:
-        mask = differs(merged[f"{name}_cache"], merged[name]).to_numpy() & both
+        zuora_side = _series(remote[name].take(r_both))
+        cache_side = _series(cache[name].take(c_both))
+        mask = differs(cache_side, zuora_side).to_numpy()
+        del zuora_side, cache_side
         per_field[name] = mask
         count = int(mask.sum())
         if count:
             field_counts[name] = count
             drifted |= mask
 
-    stale = merged[drifted]
+    remote_cols = list(remote.column_names)
+    stale = to_frame(remote.take(r_both[drifted]))
+    stale_cache = to_frame(cache.take(c_both[drifted]))
     compared_flags = np.column_stack([per_field[name][drifted] for name in compared])
     drift_fields: list[Any] = [
         [name for name, flag in zip(compared, row, strict=True) if flag]
         for row in compared_flags.tolist()
     ]
-    stale = stale.assign(drift_fields=drift_fields)
-    missing = merged[missing_mask]
+    stale["drift_fields"] = drift_fields
+    missing_rows = r_pos[missing_mask]
+    missing = to_frame(remote.take(missing_rows))
+    was_deleted = cache_deleted[missing_mask]
 
     examples: list[dict[str, Any]] = []
-    for record in missing.head(max_examples).to_dict("records"):
+    for i, record in enumerate(missing.head(max_examples).to_dict("records")):
         examples.append(
             {"kind": "missing", "subscription": record["subscription_number"], "field": None,
-             "cache": "deleted" if _plain(record["deleted"]) else None,
+             "cache": "deleted" if was_deleted[i] else None,
              "zuora": f"version {record['version']}"}
         )  # fmt: skip
-    for record in stale.head(max_examples).to_dict("records"):
+    for i, record in enumerate(stale.head(max_examples).to_dict("records")):
         for name in record["drift_fields"]:
             examples.append(
                 {"kind": "stale", "subscription": record["subscription_number"], "field": name,
-                 "cache": _plain(record[f"{name}_cache"]), "zuora": _plain(record[name])}
+                 "cache": _plain(stale_cache[name].iloc[i]), "zuora": _plain(record[name])}
             )  # fmt: skip
-    deleted = merged.loc[deleted_mask, "subscription_number"].tolist()
+    deleted = cache["subscription_number"].take(c_pos[deleted_mask]).to_pylist()
     return Diff(
         missing=missing[remote_cols],
         stale=stale[[*remote_cols, "drift_fields"]],
         deleted=sorted(deleted),
         field_counts=field_counts,
         examples=examples,
-        remote_rows=int(in_zuora.sum()),
+        remote_rows=n_remote,
         cache_rows=cache_rows,
     )
+
+
+def _series(column: pa.ChunkedArray) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(pc.cast(column, pa.large_string())))
 
 
 def _plain(value: Any) -> str | None:

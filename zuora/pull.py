@@ -144,7 +144,9 @@ def plan_pages(
     total = sum(n for _, _, n in buckets)
     if not total:
         return []
-    target = min(page_rows, max(MIN_PAGE_ROWS, math.ceil(total / max(1, min_pages))))
+    # Ranges are whole units, so a page may run one range over its even share.
+    share = math.ceil(total / max(1, min_pages)) + max(n for _, _, n in buckets) - 1
+    target = min(page_rows, max(MIN_PAGE_ROWS, share))
     pages: list[tuple[str, str, int]] = []
     for lo, hi, n in buckets:
         if pages and pages[-1][2] + n <= target:
