@@ -168,17 +168,54 @@ async def floor(settings: Any) -> dict[str, float]:
     return timings
 
 
+class RssSampler:
+    """Peak resident memory of this process per phase, and when in the phase it was reached."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[str, tuple[float, float]] = {}
+        self.name = "start"
+        self.since = time.perf_counter()
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def phase(self, name: str) -> None:
+        self.name, self.since = name, time.perf_counter()
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while self.running:
+            with open("/proc/self/statm") as statm:
+                rss = int(statm.read().split()[1]) * page / 2**20
+            at = time.perf_counter() - self.since
+            if rss > self.peaks.get(self.name, (0.0, 0.0))[0]:
+                self.peaks[self.name] = (rss, at)
+            time.sleep(0.02)
+
+    def stop(self) -> dict[str, str]:
+        self.running = False
+        self.thread.join()
+        return {k: f"{mb:.0f} MB at {at:.1f} s" for k, (mb, at) in self.peaks.items()}
+
+
 def child() -> None:
     from flows.drain import DrainOptions
     from flows.reconcile import run_reconcile
     from flows.runner import run_drain
 
     settings = get_settings()
+    sampler = RssSampler()
+    sampler.phase("floor")
     first = asyncio.run(floor(settings))
+    sampler.phase("reconcile")
     started = time.perf_counter()
     report = asyncio.run(run_reconcile(settings, mode="full", drain=False))
     total = time.perf_counter() - started
+    sampler.phase("floor again")
     second = asyncio.run(floor(settings))
+    sampler.phase("drain")
     # The drain of what was healed, timed on its own: its pace is the drain's (bounded by
     # Zuora's request limits and bench/drain.py's subject), not the reconcile's.
     started = time.perf_counter()
@@ -202,6 +239,7 @@ def child() -> None:
         "remote": report.remote_subscriptions,
         "cache": report.cache_subscriptions,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_by_phase": sampler.stop(),
     }
     print("RESULT " + json.dumps(out, default=str))
 
@@ -278,6 +316,7 @@ def main() -> None:
           f"{result['drain']['deleted']:,} deleted; end to end {result['total_with_drain_s']:.2f} s)")  # fmt: skip
     print(f"  ratio         {result['ratio']:6.2f}     (total / floor, target <= 2)")
     print(f"  peak RSS      {result['peak_rss_mb']:6.0f} MB  (target <= 1024 MB)")
+    print(f"  by phase      {result['peak_rss_by_phase']}")
     print(f"  load average  {result['load_avg_1m']:.1f} on {result['cpus']} cores")
     RESULTS.mkdir(exist_ok=True)
     flat = {k: v for k, v in result.items() if not isinstance(v, dict | list)}

@@ -131,6 +131,10 @@ class ReconcileReport:
 
     def drift_summary(self) -> dict[str, Any]:
         return {
+            # Scalars first: `zuora-sync status` shows the top-level numbers of the last run.
+            "total": self.drift_total,
+            **self.counts,
+            "unhealed": self.unhealed,
             "counts": dict(self.counts),
             "fields": dict(self.field_counts),
             "examples": self.examples,
