@@ -1,11 +1,13 @@
 """The reconcile diff: Zuora's latest versions against the cache, with pandas.
 
-Both sides arrive as tables of strings keyed by subscription number (`zuora.pull`,
-`warehouse.snapshot`), nulls and empty strings already both null. One outer merge lines them
-up; each compared column is checked as strings first, which settles nearly every row at
-C speed, and only the rows that differ as strings get the lenient checks that keep equal
-values from showing as drift: numbers (`"5"`, `5`, `"5.0"`), booleans in any case, and
-timestamps in different offsets or precisions.
+Both sides arrive as Arrow tables of strings keyed by subscription number (`zuora.pull`,
+`warehouse.snapshot`), nulls and empty strings already both null. The numbers are encoded
+to integers with one dictionary for both sides and one pandas outer merge of those keys and
+row positions lines the sides up. Each compared column is then taken in that order, one
+column at a time, and checked as strings first (one Arrow pass), which settles nearly every
+row at C speed; only values that differ as strings get the lenient checks (pandas) that keep
+equal values from showing as drift: numbers (`"5"`, `5`, `"5.0"`), booleans in any case,
+and timestamps in different offsets or precisions.
 
 Kinds of drift, one per subscription:
 
