@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from flows.drain import Drainer, DrainOptions
 from warehouse import inbox, migrate
@@ -83,13 +83,17 @@ async def run_drain(url: str, sb: RunningSandbox, concurrency: int) -> dict[str,
     async with ZuoraClient(
         sb.base_url, sb.client_id, sb.client_secret, limiter=AdaptiveLimiter(concurrency)
     ) as zuora:
+        started_at = time.time()
         started = time.perf_counter()
         stats = await Drainer(engine, zuora, DrainOptions(batch_size=1000)).run()
         elapsed = time.perf_counter() - started
         requests, throttled = zuora.stats.requests, zuora.stats.throttled
+    series = per_second(engine, started_at)
     engine.dispose()
     return {
         "elapsed_s": elapsed,
+        "started_at": started_at,
+        "per_second": series,
         "claimed": stats.claimed,
         "fetched": stats.fetched,
         "subscriptions_per_s": stats.fetched / elapsed,
@@ -98,6 +102,32 @@ async def run_drain(url: str, sb: RunningSandbox, concurrency: int) -> dict[str,
         "throttled": throttled,
         "dead": stats.dead,
     }
+
+
+def per_second(engine: Engine, started_at: float) -> list[dict[str, int]]:
+    """Subscriptions synced and callouts done in each second of the run, read from the inbox
+    after it: a subscription's rows are completed in the transaction that writes it to the
+    cache, all with one `processed_at`, so nothing is sampled while the drain runs."""
+    query = text(
+        "SELECT floor(extract(epoch FROM processed_at) - :start)::int AS second,"
+        " count(DISTINCT (subscription_number, processed_at)) AS subscriptions,"
+        " count(*) AS callouts"
+        " FROM callout_inbox WHERE status = 'done' AND processed_at IS NOT NULL"
+        " GROUP BY 1 ORDER BY 1"
+    )
+    with engine.connect() as conn:
+        found = {row.second: row for row in conn.execute(query, {"start": started_at})}
+    last = max(found, default=-1)
+    # Seconds in which nothing finished are zeros, not gaps, so the plot shows the ramp-up
+    # and any stall.
+    return [
+        {
+            "second": second,
+            "subscriptions": int(found[second].subscriptions) if second in found else 0,
+            "callouts": int(found[second].callouts) if second in found else 0,
+        }
+        for second in range(last + 1)
+    ]
 
 
 async def run_naive(url: str, sb: RunningSandbox, seconds: float) -> dict[str, Any]:
@@ -167,6 +197,9 @@ def main() -> None:
     result = {
         "callouts": args.callouts,
         "subscriptions": args.subscriptions,
+        "latency_ms": args.latency_ms,
+        "limit": args.limit,
+        "concurrency": args.concurrency,
         "bound_subscriptions_per_s": bound,
         "drain": drained,
         "naive": naive,

@@ -1,7 +1,10 @@
 """Prefect flow `drain-callouts`: callout_inbox -> Zuora -> cache.
 
 Scheduled every minute with a window a little under that, so a callout reaches the cache
-within seconds: the run keeps draining, woken by NOTIFY, until its window closes. The work
+within seconds: the run keeps draining, woken by NOTIFY, until its window closes. A run the
+scheduler created counts its window from its scheduled start, not from when a worker got to
+it, so a run that starts late ends on time and the runs chain about once a minute instead of
+overlapping (the deployment cancels a newcomer while one is still running). The work
 itself is `flows.drain.Drainer`; this module adds what an operator sees: the run in
 `sync_runs`, a summary table artifact, a progress artifact on long runs, and logs through
 Prefect's run logger.
@@ -14,6 +17,7 @@ retries are used where nothing else retries: recording the run.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
@@ -22,6 +26,8 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -30,6 +36,28 @@ from flows.runner import run_drain
 from zuora_sync import logs
 
 DEFAULT_WINDOW_SECONDS = 50.0
+# A run whose window has already passed when it starts still takes one short look, so a
+# backlog never waits on a worker that keeps starting late.
+MIN_LATE_WINDOW_SECONDS = 1.0
+
+
+def window_left(window_seconds: float, scheduled_start: datetime | None, now: datetime) -> float:
+    """The part of a window that counts from `scheduled_start` still left at `now`.
+
+    0 (drain until empty) and runs without a scheduled start keep the whole window.
+    """
+    if window_seconds == 0 or scheduled_start is None:
+        return window_seconds
+    left = window_seconds - (now - scheduled_start).total_seconds()
+    return min(window_seconds, max(MIN_LATE_WINDOW_SECONDS, left))
+
+
+def scheduled_start(run: FlowRun | None) -> datetime | None:
+    """When the scheduler meant this run to start; None for ad-hoc runs and direct calls,
+    which may have waited for a worker on purpose and get their whole window."""
+    if run is None or not run.auto_scheduled:
+        return None
+    return run.expected_start_time
 
 
 @task(name="record-drain-summary", retries=3, retry_delay_seconds=[1, 5, 15])
@@ -71,9 +99,12 @@ async def drain_callouts(
     from zuora_sync.settings import get_settings
 
     settings = get_settings()
-    options = DrainOptions.from_settings(
-        settings, batch_size=batch_size, window_seconds=window_seconds
-    )
+    window = window_left(window_seconds, scheduled_start(_current_run()), datetime.now(UTC))
+    if window != window_seconds:
+        logger.info(
+            "window %.1f s of %.1f s left: counted from the scheduled start", window, window_seconds
+        )
+    options = DrainOptions.from_settings(settings, batch_size=batch_size, window_seconds=window)
     stats = await run_drain(settings, options, flow_run_id=flow_run.get_id(), on_batch=on_batch)
     summary = stats.as_dict()
     if "id" in progress:
@@ -85,6 +116,11 @@ async def drain_callouts(
         summary["failed"], summary["dead"],
     )  # fmt: skip
     return summary
+
+
+def _current_run() -> FlowRun | None:
+    context = FlowRunContext.get()
+    return None if context is None else context.flow_run
 
 
 def _forward_logs(run_logger: Any) -> None:

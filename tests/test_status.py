@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,3 +57,35 @@ def test_status_is_quiet_when_healthy_and_alerts_past_each_threshold(tmp_path: P
     assert any("1 dead row" in a for a in report["alerts"])
     relaxed = run("status", "--max-oldest-pending", "3600", "--max-dead", "5", env=env)
     assert relaxed.returncode == 0, relaxed.stdout
+
+
+def test_status_reports_an_unreachable_warehouse_as_one_alert() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        env = {"DATABASE_URL": f"postgresql://zs:hunter2-secret@127.0.0.1:{port}/warehouse"}
+        down = run("status", env=env)
+        as_json = run("status", "--json", env=env)
+    assert down.returncode == 1 and as_json.returncode == 1
+    (line,) = down.stdout.splitlines()
+    assert line.startswith("ALERT") and "cannot be read" in line and "refused" in line
+    assert json.loads(as_json.stdout)["alerts"] == [line.removeprefix("ALERT").strip()]
+    for output in (down.stdout, down.stderr, as_json.stdout, as_json.stderr):
+        assert "Traceback" not in output and "hunter2" not in output
+
+
+def test_inbox_commands_report_an_unreachable_warehouse_in_one_line() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        env = {"DATABASE_URL": f"postgresql://zs:hunter2-secret@127.0.0.1:{port}/warehouse"}
+        results = [
+            run("inbox", "stats", env=env),
+            run("inbox", "list", env=env),
+            run("inbox", "replay", "--dead", env=env),
+        ]
+    for result in results:
+        assert result.returncode == 1, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("zuora-sync: the warehouse cannot be reached:") and "refused" in line
+        assert "hunter2" not in result.stdout + result.stderr

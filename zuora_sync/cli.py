@@ -394,26 +394,23 @@ def sandbox(
 
 
 @app.command()
-def demo() -> None:
-    """Run the whole pipeline end to end on embedded defaults and tell what happened."""
-    from warehouse import migrate
+def demo(
+    subscriptions: Annotated[
+        int, typer.Option(help="subscriptions in the simulated tenant", min=40, max=20_000)
+    ] = 200,
+    database: Annotated[
+        Path, typer.Option(help="the demo's own SQLite file, recreated on each run")
+    ] = Path("zuora_sync_demo.db"),
+) -> None:
+    """Run both paths end to end on embedded defaults (SQLite, an in-process sandbox) and tell
+    what happened. Exit 1 if the cache does not end equal to Zuora."""
+    from zuora_sync.demo import DemoFailed, DemoOptions, run_demo
 
-    current = settings()
-    engine = _engine(current)
     try:
-        before = migrate.current_revision(engine)
-        migrate.upgrade(current.DATABASE_URL)
-        after = migrate.current_revision(engine)
-    finally:
-        engine.dispose()
-    typer.echo(f"warehouse: {current.database_url_masked}")
-    if before is None:
-        typer.echo(f"  schema created at revision {after}")
-    else:
-        typer.echo(f"  schema {'already at' if before == after else 'moved to'} revision {after}")
-    typer.echo("  tables: callout_inbox, zuora_subscriptions, zuora_rate_plans,")
-    typer.echo("          zuora_rate_plan_charges, sync_runs")
-    typer.echo("The sandbox, webhook and flows join this demo as their issues land.")
+        run_demo(DemoOptions(subscriptions=subscriptions, database=database), out=typer.echo)
+    except DemoFailed as exc:
+        typer.echo(f"zuora-sync demo: FAILED: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @zuora_app.command("setup-callout")
@@ -423,10 +420,53 @@ def setup_callout(
         str | None, typer.Option(help="the webhook URL Zuora should call (overrides the profile)")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be sent")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="then edit a tracked field in this (non-production) tenant and wait for its "
+            "callout in callout_inbox (DATABASE_URL)",
+        ),
+    ] = False,
+    verify_timeout: Annotated[
+        float, typer.Option(help="seconds --verify waits for the callout", min=1, max=3600)
+    ] = 120.0,
 ) -> None:
-    """Create or update the custom event trigger and callout notification in a tenant."""
-    settings()
-    _not_built("zuora setup-callout", issue=7)
+    """Create or update the custom event trigger and callout notification in a tenant.
+
+    Callout credentials come from CALLOUT_USERNAME and CALLOUT_PASSWORD in the environment;
+    Zuora's from ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET. See docs/zuora_callouts.md.
+    """
+    import asyncio
+
+    from zuora.callout_setup import SetupError, setup_callout
+    from zuora.errors import ZuoraAuthError, ZuoraError
+
+    current = settings()
+    try:
+        result = asyncio.run(
+            setup_callout(
+                current,
+                env=env,
+                callout_url=callout_url,
+                dry_run=dry_run,
+                verify=verify,
+                verify_timeout=verify_timeout,
+                echo=lambda line: typer.echo(line, err=True),
+            )
+        )
+    except SetupError as exc:
+        typer.echo(f"zuora-sync: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except ZuoraAuthError as exc:
+        typer.echo(f"zuora-sync: Zuora refused the credentials: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ZuoraError as exc:
+        typer.echo(f"zuora-sync: Zuora refused a request: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(result.render_text())
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 # --- monitoring --------------------------------------------------------------------------------
@@ -572,9 +612,17 @@ def inbox_replay(
 
 
 def main() -> None:
-    """Entry point: map configuration and usage errors to exit code 2 with one line."""
+    """Entry point: map configuration and usage errors to exit code 2 with one line, and a
+    warehouse that cannot be reached to exit code 1 with one line (no traceback)."""
+    from sqlalchemy.exc import OperationalError
+
     try:
         app()
     except (ConfigError, UsageError) as exc:
         print(f"zuora-sync: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OperationalError as exc:
+        # The driver's first line names what failed, without the statement or a password.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        print(f"zuora-sync: the warehouse cannot be reached: {reason}", file=sys.stderr)
+        sys.exit(1)

@@ -106,6 +106,24 @@ class Settings(BaseSettings):
         None, description="HTTP Basic password Zuora's callout presents"
     )
 
+    # Tenant setup (`zuora-sync zuora setup-callout`); see docs/zuora_callouts.md.
+    CALLOUT_URL: str | None = Field(
+        None,
+        description="the public https URL of this deployment's webhook that Zuora's callout "
+        "calls (the base URL, or the full endpoint URL)",
+    )
+    ZUORA_TENANT_ID: str | None = Field(
+        None,
+        pattern=r"^\d{1,12}$",
+        description="the tenant id the Zuora credentials must belong to; required by "
+        "setup-callout for a profile that does not name one",
+    )
+    ZUORA_PROFILES_FILE: Path | None = Field(
+        None,
+        description="a TOML file of tenant profiles (tenant_id, base_url, callout_url) that "
+        "adds to or overrides the built-in dev, staging and production",
+    )
+
     # The inbox queue's policy. Defaults suit a one-minute drain schedule.
     INBOX_LEASE_SECONDS: float = Field(120.0, gt=0, description="how long a claim is held")
     INBOX_MAX_ATTEMPTS: int = Field(12, ge=1, le=100)

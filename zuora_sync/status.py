@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from warehouse import inbox, runs
 from warehouse.db import read_only
@@ -37,14 +38,31 @@ def collect(
     max_drain_age: float,
     max_reconcile_age: float,
 ) -> dict[str, Any]:
-    """Read the inbox and the run log, and list every threshold crossed."""
+    """Read the inbox and the run log, and list every threshold crossed.
+
+    A warehouse that cannot be read is an alert like any other, in the same report shape,
+    so a cron job or an alerting probe gets one line and exit 1 rather than a traceback.
+    """
     now = utcnow()
-    with read_only(engine) as conn:
-        queue = inbox.stats(conn, now=now)
-        last_drain = _run(runs.last_run(conn, "drain"), now)
-        good_drain = _run(runs.last_run(conn, "drain", succeeded_only=True), now)
-        last_reconcile = _run(runs.last_run(conn, "reconcile"), now)
-        good_reconcile = _run(runs.last_run(conn, "reconcile", succeeded_only=True), now)
+    try:
+        with read_only(engine) as conn:
+            queue = inbox.stats(conn, now=now)
+            last_drain = _run(runs.last_run(conn, "drain"), now)
+            good_drain = _run(runs.last_run(conn, "drain", succeeded_only=True), now)
+            last_reconcile = _run(runs.last_run(conn, "reconcile"), now)
+            good_reconcile = _run(runs.last_run(conn, "reconcile", succeeded_only=True), now)
+    except DBAPIError as exc:
+        # The driver's own first line says what failed (refused, timeout, auth) without the
+        # statement or the URL's password.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        return {
+            "inbox": None,
+            "last_drain": None,
+            "last_successful_drain": None,
+            "last_reconcile": None,
+            "last_successful_reconcile": None,
+            "alerts": [f"the warehouse cannot be read: {reason}"],
+        }
     alerts: list[str] = []
     oldest = queue.oldest_pending_age_seconds
     if oldest is not None and oldest > max_oldest_pending:
@@ -94,6 +112,8 @@ def _describe_run(run: dict[str, Any] | None) -> str:
 
 def render(report: dict[str, Any]) -> str:
     queue = report["inbox"]
+    if queue is None:
+        return "\n".join(f"ALERT        {alert}" for alert in report["alerts"])
     oldest = queue["oldest_pending_age_seconds"]
     lines = [
         f"inbox        depth {queue['depth']} (pending {queue['counts']['pending']}, "

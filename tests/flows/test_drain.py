@@ -176,11 +176,12 @@ def test_a_subscription_deleted_in_zuora_is_marked_deleted(
 def test_429_and_5xx_storms_converge_with_nothing_dead(
     pg_engine: Engine, sandbox_factory: Any
 ) -> None:
-    # 30% of requests fail with a 5xx; the tenant takes 4 at a time and 40 a second.
+    # 30% of requests fail with a 5xx; the tenant takes 4 at a time and 40 a second. Each
+    # request is held 100 ms so the 12 the drain sends at once overlap even on a busy machine.
     sandbox = sandbox_factory(
         subscriptions=60, concurrency_limit=4, rate_limit_per_window=40, rate_limit_window_s=1
     )
-    sandbox.admin.set_faults(error_rate=0.3, latency_ms=30)
+    sandbox.admin.set_faults(error_rate=0.3, latency_ms=100)
     keys = numbers(sandbox, 60)
     callouts(pg_engine, keys)
     patient = RetryPolicy(max_attempts=50, base_seconds=0.01, max_seconds=0.05)
