@@ -10,7 +10,7 @@ import json
 import sys
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -174,20 +174,87 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 def reconcile(
     full: Annotated[bool, typer.Option("--full", help="diff every subscription")] = False,
     since: Annotated[
-        str | None, typer.Option(help="diff what changed in Zuora since this ISO 8601 time")
+        str | None,
+        typer.Option(help="diff what changed in Zuora since this ISO 8601 time (UTC if no offset)"),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="report only, enqueue nothing")
+        bool, typer.Option("--dry-run", help="report only: enqueue and mark nothing")
     ] = False,
     no_heal: Annotated[
-        bool, typer.Option("--no-heal", help="enqueue drift but do not drain")
+        bool, typer.Option("--no-heal", help="report and record the run, but heal nothing")
     ] = False,
+    no_drain: Annotated[
+        bool,
+        typer.Option("--no-drain", help="enqueue the drift, leave it to the scheduled drain"),
+    ] = False,
+    prefect: Annotated[
+        bool | None,
+        typer.Option(
+            "--prefect/--no-prefect",
+            help="run as a Prefect flow run (default: when PREFECT_API_URL is set)",
+        ),
+    ] = None,
 ) -> None:
-    """Diff the cache against Zuora's query API, report the drift and heal it."""
+    """Diff the cache against Zuora's query API, print the drift report and heal it.
+
+    Incremental by default (what changed since the last clean run, or a full run when there
+    is none yet). Exit 1 when drift was found and not healed.
+    """
+    import asyncio
+    import os
+    from datetime import datetime
+
     if full and since:
         fail_usage("--full and --since exclude each other")
-    settings()
-    _not_built("reconcile", issue=6)
+    moment: datetime | None = None
+    if since is not None:
+        try:
+            moment = datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
+        except ValueError:
+            fail_usage(f"--since is not an ISO 8601 time: {since!r}")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        if moment > datetime.now(UTC):
+            fail_usage("--since is in the future")
+    current = settings()
+    _engine(current).dispose()  # a clear error for a bad DATABASE_URL before anything starts
+    mode: Literal["full", "incremental"] = "full" if full else "incremental"
+    options: dict[str, Any] = {
+        "since": moment,
+        "dry_run": dry_run,
+        "heal": not no_heal,
+        "drain": not no_drain,
+    }
+    use_prefect = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
+    from flows.reconcile import ReconcileError
+    from zuora.errors import ZuoraError
+    from zuora.query import QueryError
+
+    try:
+        if use_prefect:
+            from flows.reconcile_subscriptions import reconcile_subscriptions
+
+            summary = asyncio.run(reconcile_subscriptions(mode=mode, **options))
+            _print_summary("reconcile", summary)
+            ok = bool(summary["ok"])
+        else:
+            from flows.reconcile import run_reconcile
+
+            report = asyncio.run(run_reconcile(current, mode=mode, **options))
+            typer.echo(report.render_text())
+            ok = report.ok
+    except (ReconcileError, QueryError) as exc:
+        fail_usage(str(exc))
+    except ZuoraError as exc:
+        typer.echo(f"zuora-sync: reconcile failed talking to Zuora: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not ok:
+        typer.echo(
+            "drift was left unhealed: run `zuora-sync reconcile` without --dry-run/--no-heal, "
+            "or see `zuora-sync inbox list --source reconcile`",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -137,6 +137,20 @@ def test_trino_timestamp_literals_work(shared_http: httpx.Client) -> None:
     assert rows_of(job, "JSON", "NONE")[0]["n"] > 0
 
 
+def test_trino_zoned_timestamp_literals_mean_the_same_instant(shared_http: httpx.Client) -> None:
+    counts = []
+    for literal in (
+        "TIMESTAMP '2026-01-01 00:00:00'",
+        "TIMESTAMP '2026-01-01 00:00:00.000 UTC'",
+        "TIMESTAMP '2026-01-01 01:00:00 +01:00'",
+    ):
+        sql = f"select count(*) as n from subscription where updateddate >= {literal}"
+        job = wait(shared_http, submit(shared_http, sql).json()["data"]["id"])
+        assert job["queryStatus"] == "completed", literal
+        counts.append(rows_of(job, "JSON", "NONE")[0]["n"])
+    assert counts[0] > 0 and counts == [counts[0]] * 3
+
+
 def test_only_a_single_select_is_accepted(shared_http: httpx.Client) -> None:
     for sql in (
         "delete from subscription",

@@ -41,6 +41,7 @@ SANDBOX_USER_UUID = "8a8082c4-5aa8-1b51-015a-d64396090f5c"
 _FORMATS = {"JSON": "jsonl", "CSV": "csv", "TSV": "tsv", "DSV": "dsv"}
 _COMPRESSIONS = ("NONE", "GZIP", "ZIP")
 _LITERAL = re.compile(r"\b(TIMESTAMP|DATE)\s*('(?:[^']|'')*')", re.IGNORECASE)
+_ZONE_SUFFIX = re.compile(r"^(.*\d)\s+(UTC|Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)
 _STRINGS_OR_COMMENTS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
@@ -84,6 +85,12 @@ def _rewrite_pair(match: re.Match[str], tz: Any) -> str:
     text = quoted[1:-1].replace("''", "'")
     if kind == "DATE":
         return quoted
+    # Trino's TIMESTAMP WITH TIME ZONE literals name the zone after a space:
+    # '2026-01-01 00:00:00.000 UTC' or '2026-01-01 00:00:00 +01:00'.
+    zoned = _ZONE_SUFFIX.match(text.strip())
+    if zoned:
+        zone = zoned.group(2)
+        text = zoned.group(1) + ("+00:00" if zone.upper() in ("UTC", "Z") else zone)
     try:
         return f"'{normalise_datetime(text, tz)}'"
     except ZoqlError as exc:
