@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from flows.drain import DrainOptions
+from flows.reconcile import run_reconcile
 from flows.runner import run_drain
 from tests.faults.harness import sized, statuses
 from tests.flows.test_drain import callouts
@@ -180,10 +181,9 @@ def test_storm_of_5xx_429_and_spikes_with_lost_callouts__nothing_dead_and_reconc
     drifted = drift_by_subscription(pg_engine, list(sandbox.admin.export()))
     assert set(drifted) == set(lost), drifted
 
-    reconcile = pytest.importorskip("flows.reconcile")
-    healed = asyncio.run(reconcile.run_reconcile(settings, mode="full", heal=True, drain=True))
+    healed = asyncio.run(run_reconcile(settings, mode="full", heal=True, drain=True))
     assert healed.drift_total >= len(lost)
-    again = asyncio.run(reconcile.run_reconcile(settings, mode="full", heal=True, drain=True))
+    again = asyncio.run(run_reconcile(settings, mode="full", heal=True, drain=True))
     assert again.drift_total == 0
     assert "dead" not in statuses(pg_engine)
     assert cache_differences(pg_engine, sandbox.admin.export()) == []

@@ -31,10 +31,6 @@ from zuora_sync.prefect_local import POOL, PROJECT, LocalPrefect
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
-RECONCILE_FLOW = PROJECT / "flows" / "reconcile_subscriptions.py"
-needs_reconcile = pytest.mark.skipif(
-    not RECONCILE_FLOW.exists(), reason="flows/reconcile_subscriptions.py is not in this checkout"
-)
 RUN_TIMEOUT = 300.0  # a guard against a run that never ends, not a speed requirement
 
 
@@ -112,7 +108,7 @@ def deployed(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             extra_env={**sandbox.env(), "DATABASE_URL": url, "PREFECT_WORKER_QUERY_SECONDS": "1"},
         )
         try:
-            prefect.up(() if RECONCILE_FLOW.exists() else ("drain-callouts",), echo=lambda _: None)
+            prefect.up((), echo=lambda _: None)
             yield Deployed(prefect, engine, sandbox)
         finally:
             prefect.down(echo=lambda _: None)
@@ -142,7 +138,6 @@ def test_drain_callouts_runs_every_minute_one_at_a_time_with_its_schema_enforced
         client.create_flow_run_from_deployment(found.id, parameters={"batch_size": 0})
 
 
-@needs_reconcile
 def test_the_reconcile_deployments_run_hourly_and_nightly_with_their_schema_enforced(
     deployed: Deployed,
 ) -> None:
@@ -190,7 +185,6 @@ def test_an_ad_hoc_drain_through_its_deployment_fills_the_cache(deployed: Deploy
     assert {"figure": "fetched", "value": 5} in rows
 
 
-@needs_reconcile
 def test_an_ad_hoc_reconcile_through_its_deployment_completes_and_reports(
     deployed: Deployed,
 ) -> None:
