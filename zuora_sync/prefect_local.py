@@ -105,7 +105,9 @@ class LocalPrefect:
             pid = int(self._pid_file(name).read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if not _alive(pid) or not _is_prefect(pid):
+        ours = name in self._children and self._children[name].pid == pid
+        # A child of ours may not have exec'd yet, and so not look like Prefect in /proc.
+        if not _alive(pid) or not (ours or _is_prefect(pid)):
             # Gone (a reboot, a kill -9), or its PID now belongs to something else.
             self._pid_file(name).unlink(missing_ok=True)
             return None
