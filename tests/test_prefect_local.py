@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,11 @@ def test_down_stops_the_processes_up_recorded_and_forgets_stale_pid_files(
     worker = setup._children["worker"]
     try:
         assert setup.running("worker") == worker.pid and (tmp_path / "worker.log").exists()
+        # Another LocalPrefect knows the process by its command line only, once it has exec'd.
+        cmdline = Path(f"/proc/{worker.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"prefect" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert main(["down", "--state", str(tmp_path)]) == 0
         assert "worker: stopped" in capsys.readouterr().out
         worker.wait(timeout=10)  # stopped by `down`, through another LocalPrefect
