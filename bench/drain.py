@@ -18,16 +18,19 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.databases import RESULTS, drop_database, fresh_database
 from flows.drain import Drainer, DrainOptions
-from warehouse import inbox, migrate
+from warehouse import inbox
 from warehouse.cache import upsert_subscription
 from warehouse.db import make_engine
 from warehouse.inbox import NewItem
@@ -35,27 +38,6 @@ from zuora.client import ZuoraClient
 from zuora.limiter import AdaptiveLimiter
 from zuora.sandbox.config import Faults, SandboxConfig
 from zuora.sandbox.server import RunningSandbox, running_sandbox
-
-ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-RESULTS = Path(__file__).parent / "results"
-
-
-def fresh_database() -> str:
-    name = f"zs_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    migrate.upgrade(url)
-    return url
-
-
-def drop_database(url: str) -> None:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def backlog(url: str, callouts: int, subscriptions: int, seed: int) -> None:

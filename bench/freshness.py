@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.drain import RESULTS, drop_database, fresh_database
+from bench.databases import RESULTS, drop_database, fresh_database
 from warehouse.models import inbox
 from zuora.sandbox.config import Faults, SandboxConfig
 from zuora.sandbox.server import running_sandbox

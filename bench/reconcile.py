@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,31 +37,10 @@ from typing import Any
 import orjson
 from sqlalchemy import create_engine, text
 
-from warehouse import migrate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.databases import RESULTS, drop_database, fresh_database
 from zuora_sync.settings import SANDBOX_CUSTOM_FIELDS, get_settings, load_settings
-
-ADMIN_URL = os.environ.get(
-    "ZS_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
-RESULTS = Path(__file__).parent / "results"
-
-
-def fresh_database() -> str:
-    name = f"zs_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    migrate.upgrade(url)
-    return url
-
-
-def drop_database(url: str) -> None:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def load_cache(settings: Any, url: str) -> int:
