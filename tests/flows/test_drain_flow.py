@@ -12,26 +12,21 @@ from sqlalchemy import Engine, select
 from tests.flows.test_drain import callouts, numbers, statuses
 from warehouse.models import sync_runs
 from zuora.sandbox.server import RunningSandbox
-from zuora_sync.settings import get_settings
 
 pytestmark = pytest.mark.prefect
 
 
 def test_the_flow_drains_records_the_run_and_publishes_its_summary(
     prefect_harness: None,
-    pg_url: str,
+    flow_environment: None,
     pg_engine: Engine,
     sandbox: RunningSandbox,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.drain_callouts import drain_callouts
 
-    for name, value in {**sandbox.env(), "DATABASE_URL": pg_url}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
     callouts(pg_engine, numbers(sandbox, 5) * 2)
 
     summary = asyncio.run(drain_callouts(batch_size=20, window_seconds=0))

@@ -12,26 +12,21 @@ from sqlalchemy import Engine, select
 from tests.flows.test_reconcile import fill_cache
 from warehouse.models import sync_runs
 from zuora.sandbox.server import RunningSandbox
-from zuora_sync.settings import get_settings
 
 pytestmark = pytest.mark.prefect
 
 
 def test_the_flow_heals_records_the_run_and_publishes_its_report(
     prefect_harness: None,
-    pg_url: str,
+    flow_environment: None,
     pg_engine: Engine,
     sandbox: RunningSandbox,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.reconcile_subscriptions import reconcile_subscriptions
 
-    for name, value in {**sandbox.env(), "DATABASE_URL": pg_url}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
     fill_cache(pg_engine, sandbox)
     sandbox.admin.edit_custom_fields("A-S00000002", {"ContractOwner__c": "flow@example.com"})
 
