@@ -26,7 +26,7 @@ from flows.runner import run_drain
 from tests.faults.harness import sized, statuses
 from tests.flows.test_drain import callouts
 from tests.flows.test_end_to_end import TRACKED, enable_callout
-from tests.webhook.conftest import Live, serve, webhook_settings
+from tests.webhook.conftest import Live, running_webhook
 from warehouse.models import charges, rate_plans
 from warehouse.verify import cache_differences
 from zuora.sandbox.server import RunningSandbox
@@ -128,10 +128,8 @@ def drift_by_subscription(engine: Engine, export: list[dict[str, Any]]) -> dict[
 
 @pytest.fixture
 def webhook(pg_url: str) -> Iterator[Live]:
-    live = serve(webhook_settings(pg_url, LOG_LEVEL="WARNING"))
-    yield live
-    live.stop()
-    live.engine.dispose()
+    with running_webhook(pg_url, LOG_LEVEL="WARNING") as live:
+        yield live
 
 
 @pytest.mark.slow

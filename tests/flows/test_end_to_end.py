@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from tests.flows.test_drain import drain, statuses
-from tests.webhook.conftest import PASSWORD, USER, Live, serve, webhook_settings
+from tests.webhook.conftest import PASSWORD, USER, Live, running_webhook
 from warehouse.models import subscriptions
 from warehouse.verify import cache_differences
 from zuora.client import ZuoraClient
@@ -90,10 +90,8 @@ def edit_in_zuora(sandbox: RunningSandbox, number: str, fields: dict[str, Any]) 
 
 @pytest.fixture
 def webhook(pg_url: str) -> Iterator[Live]:
-    live = serve(webhook_settings(pg_url))
-    yield live
-    live.stop()
-    live.engine.dispose()
+    with running_webhook(pg_url) as live:
+        yield live
 
 
 def test_an_admin_edit_reaches_the_cache_through_callout_webhook_and_drain(

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,20 +154,22 @@ def logs() -> Iterator[LogCapture]:
     root.removeHandler(capture)
 
 
+@contextmanager
+def running_webhook(url: str, **overrides: Any) -> Iterator[Live]:
+    """The webhook on the database at `url` for the duration of the block."""
+    live = serve(webhook_settings(url, **overrides))
+    try:
+        yield live
+    finally:
+        live.stop()
+        live.engine.dispose()
+
+
 @pytest.fixture
 def start(logs: LogCapture) -> Iterator[Callable[..., Live]]:
     """Start webhooks (stopped at the end of the test): `start(url, **settings)`."""
-    running: list[Live] = []
-
-    def _start(url: str, **overrides: Any) -> Live:
-        live = serve(webhook_settings(url, **overrides))
-        running.append(live)
-        return live
-
-    yield _start
-    for live in running:
-        live.stop()
-        live.engine.dispose()
+    with ExitStack() as running:
+        yield lambda url, **overrides: running.enter_context(running_webhook(url, **overrides))
 
 
 @pytest.fixture

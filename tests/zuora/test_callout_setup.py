@@ -14,7 +14,7 @@ import pytest
 from tests.fixtures.sandbox import SandboxFactory, authorized_client
 from tests.flows.test_end_to_end import edit_in_zuora
 from tests.sandbox.sdk_check import check_model, sdk_model
-from tests.webhook.conftest import PASSWORD, USER, Live, serve, webhook_settings
+from tests.webhook.conftest import PASSWORD, USER, Live, running_webhook
 from zuora.callout_setup import (
     SetupConfigError,
     SetupError,
@@ -363,10 +363,8 @@ def test_a_definition_of_ours_bound_to_another_event_is_reported_not_overwritten
 
 @pytest.fixture
 def webhook(pg_url: str) -> Iterator[Live]:
-    live = serve(webhook_settings(pg_url))
-    yield live
-    live.stop()
-    live.engine.dispose()
+    with running_webhook(pg_url) as live:
+        yield live
 
 
 def test_verify_fires_a_change_and_finds_its_row_in_the_inbox(
