@@ -46,6 +46,22 @@ def settings() -> Settings:
     return current
 
 
+#: `--prefect/--no-prefect`, for the commands that run a flow.
+PrefectOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--prefect/--no-prefect",
+        help="run as a Prefect flow run (default: when PREFECT_API_URL is set)",
+    ),
+]
+
+
+def _use_prefect(choice: bool | None) -> bool:
+    import os
+
+    return bool(os.environ.get("PREFECT_API_URL")) if choice is None else choice
+
+
 def _engine(current: Settings) -> Any:
     from warehouse.db import make_engine
 
@@ -120,23 +136,16 @@ def drain(
         float,
         typer.Option(help="seconds to keep draining; 0 drains until empty, then exits", min=0),
     ] = 0,
-    prefect: Annotated[
-        bool | None,
-        typer.Option(
-            "--prefect/--no-prefect",
-            help="run as a Prefect flow run (default: when PREFECT_API_URL is set)",
-        ),
-    ] = None,
+    prefect: PrefectOption = None,
 ) -> None:
     """Run the drain flow once: inbox -> Zuora -> cache. Exit 1 if rows went dead."""
     import asyncio
-    import os
 
     from flows.drain import DrainAborted, DrainOptions
 
     current = settings()
     _engine(current).dispose()  # a clear error for a bad DATABASE_URL before anything starts
-    use_prefect = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
+    use_prefect = _use_prefect(prefect)
     try:
         if use_prefect:
             from flows.drain_callouts import drain_callouts
@@ -187,13 +196,7 @@ def reconcile(
         bool,
         typer.Option("--no-drain", help="enqueue the drift, leave it to the scheduled drain"),
     ] = False,
-    prefect: Annotated[
-        bool | None,
-        typer.Option(
-            "--prefect/--no-prefect",
-            help="run as a Prefect flow run (default: when PREFECT_API_URL is set)",
-        ),
-    ] = None,
+    prefect: PrefectOption = None,
 ) -> None:
     """Diff the cache against Zuora's query API, print the drift report and heal it.
 
@@ -201,7 +204,6 @@ def reconcile(
     is none yet). Exit 1 when drift was found and not healed.
     """
     import asyncio
-    import os
     from datetime import datetime
 
     if full and since:
@@ -225,7 +227,7 @@ def reconcile(
         "heal": not no_heal,
         "drain": not no_drain,
     }
-    use_prefect = bool(os.environ.get("PREFECT_API_URL")) if prefect is None else prefect
+    use_prefect = _use_prefect(prefect)
     from flows.reconcile import ReconcileError
     from zuora.errors import ZuoraError
     from zuora.query import QueryError
